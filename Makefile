@@ -1,0 +1,97 @@
+# smtpauthd - authenticated SMTP submission, one process per connection.
+#
+#   make            the program (and its ASan+UBSan twin, smtpauthd-asan)
+#   make check      unit and protocol tests against both builds
+#   make run        a demo on 127.0.0.1:2525 (installs what is missing)
+#   make install    PREFIX, DESTDIR, SBINDIR, MANDIR, SYSCONFDIR honoured
+
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+PYTHON     ?= /usr/bin/python3
+
+CC       ?= cc
+WARN      = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+            -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
+            -Wformat=2 -Wvla
+HARDEN    = -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
+CFLAGS   ?= -O2 -g
+LDHARDEN  = -pie -Wl,-z,relro,-z,now
+LIBS      = -lpam -lcrypt
+SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
+            -fno-omit-frame-pointer -fPIE
+
+SRCS = smtpauthd.c smtp.c io.c auth.c relay.c conf.c data.c addr.c
+HDRS = smtpauthd.h
+OBJS = $(SRCS:%.c=build/%.o)
+ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
+# Everything but main(), for the unit tests.
+LIB_OBJS = $(filter-out build/smtpauthd.o,$(OBJS)) build/smtpauthd-nomain.o
+ASAN_LIB_OBJS = $(filter-out build/asan/smtpauthd.o,$(ASAN_OBJS)) \
+            build/asan/smtpauthd-nomain.o
+
+TEST_PROGS = tests/unit tests/unit-asan tests/capture-sendmail \
+            tests/pam_counter.so
+
+all: smtpauthd smtpauthd-asan
+
+smtpauthd: $(OBJS)
+	$(CC) $(LDHARDEN) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+smtpauthd-asan: $(ASAN_OBJS)
+	$(CC) $(SANITIZE) -pie -o $@ $(ASAN_OBJS) $(LIBS)
+
+build/%.o: %.c $(HDRS) | build
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -c -o $@ $<
+
+build/asan/%.o: %.c $(HDRS) | build
+	$(CC) $(WARN) $(SANITIZE) -c -o $@ $<
+
+build:
+	mkdir -p build/asan
+
+# The unit tests call main()'s neighbours (logging, helpers) directly.
+build/smtpauthd-nomain.o: build/smtpauthd.o
+	objcopy --redefine-sym main=smtpauthd_main $< $@
+build/asan/smtpauthd-nomain.o: build/asan/smtpauthd.o
+	objcopy --redefine-sym main=smtpauthd_main $< $@
+
+tests/unit: tests/unit.c $(LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -I. $(LDHARDEN) -o $@ tests/unit.c \
+	    $(LIB_OBJS) $(LIBS)
+
+tests/unit-asan: tests/unit.c $(ASAN_LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(SANITIZE) -I. -pie -o $@ tests/unit.c \
+	    $(ASAN_LIB_OBJS) $(LIBS)
+
+tests/capture-sendmail: tests/capture-sendmail.c
+	$(CC) $(WARN) $(CFLAGS) -o $@ $<
+
+tests/pam_counter.so: tests/pam_counter.c
+	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -o $@ $< -lpam
+
+check: all $(TEST_PROGS)
+	$(PYTHON) tests/run_checks.py
+
+run: 
+	sh tools/run.sh --deps
+	$(MAKE) all
+	sh tools/run.sh
+
+install: smtpauthd
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(SYSCONFDIR)/pam.d
+	install -m 755 smtpauthd $(DESTDIR)$(SBINDIR)/smtpauthd
+	install -m 644 man/smtpauthd.8 $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
+	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd || \
+	    install -m 644 pam.d/smtpauthd $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/smtpauthd \
+	    $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
+
+clean:
+	rm -rf build smtpauthd smtpauthd-asan $(TEST_PROGS)
+
+.PHONY: all check run install uninstall clean

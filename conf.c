@@ -1,0 +1,479 @@
+/*
+ * conf.c - the configuration: defaults, the file, -o key=value, the
+ * effective listing (-T) and the usability check (-t).
+ *
+ * Every key is one row of a table (name, kind, where it lives, bounds), so
+ * that parsing, printing and checking cannot disagree about what exists.
+ * Problems are collected, not fatal: -t must name every one of them.
+ */
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <err.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "smtpauthd.h"
+
+#define CONF_LINE_MAX	4096
+
+enum conf_kind { K_STRING, K_PATH, K_NAME, K_HOST, K_BOOL, K_UINT, K_ENUM };
+
+struct conf_key {
+	const char	*name;
+	enum conf_kind	 kind;
+	size_t		 offset;
+	uint64_t	 min, max;	/* K_UINT */
+	const char	*const *names;	/* K_ENUM: index = enum value */
+	const char	*defval;
+};
+
+static const char *const auth_names[] = { "pam", "file", NULL };
+static const char *const tls_names[] = { "", "none", "starttls", "implicit",
+    NULL };
+static const char *const inject_names[] = { "envelope", "headers", NULL };
+
+#define OFF(f)	offsetof(struct config, f)
+
+static const struct conf_key conf_keys[] = {
+	{ "hostname", K_HOST, OFF(hostname), 0, 0, NULL, NULL },
+	{ "auth", K_ENUM, OFF(auth), 0, 0, auth_names, "pam" },
+	{ "pam-service", K_NAME, OFF(pam_service), 0, 0, NULL, "smtpauthd" },
+	{ "passwd-file", K_PATH, OFF(passwd_file), 0, 0, NULL,
+	    "/etc/smtpauthd/passwd" },
+	{ "auth-require-tls", K_BOOL, OFF(auth_require_tls), 0, 0, NULL,
+	    "yes" },
+	{ "tls", K_ENUM, OFF(tls), 0, 0, tls_names, NULL },
+	{ "tls-cert", K_PATH, OFF(tls_cert), 0, 0, NULL, NULL },
+	{ "tls-key", K_PATH, OFF(tls_key), 0, 0, NULL, NULL },
+	{ "sendmail", K_PATH, OFF(sendmail), 0, 0, NULL,
+	    "/usr/sbin/sendmail" },
+	{ "inject", K_ENUM, OFF(inject), 0, 0, inject_names, "envelope" },
+	{ "max-message-size", K_UINT, OFF(max_message_size), 1,
+	    UINT64_C(1) << 40, NULL, "36700160" },
+	{ "max-recipients", K_UINT, OFF(max_recipients), 1, 100000, NULL,
+	    "100" },
+	{ "max-auth-failures", K_UINT, OFF(max_auth_failures), 1, 1000, NULL,
+	    "3" },
+	{ "max-errors", K_UINT, OFF(max_errors), 1, 1000, NULL, "10" },
+	{ "auth-failure-delay", K_UINT, OFF(auth_failure_delay), 0, 60, NULL,
+	    "2" },
+	{ "timeout", K_UINT, OFF(timeout), 1, 86400, NULL, "300" },
+	{ "data-timeout", K_UINT, OFF(data_timeout), 1, 86400, NULL, "600" },
+	{ "sendmail-timeout", K_UINT, OFF(sendmail_timeout), 1, 86400, NULL,
+	    "300" },
+	{ "spool-dir", K_PATH, OFF(spool_dir), 0, 0, NULL, "/var/tmp" },
+	{ "privsep-user", K_NAME, OFF(privsep_user), 0, 0, NULL, "smtpauthd" },
+};
+
+#define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
+
+void
+conf_error(struct config *cf, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) == -1)
+		err(EX_CONFIG_, "conf_error");
+	va_end(ap);
+	cf->errors = reallocarray(cf->errors, cf->nerrors + 1,
+	    sizeof(*cf->errors));
+	if (cf->errors == NULL)
+		err(EX_CONFIG_, "conf_error");
+	cf->errors[cf->nerrors++] = msg;
+}
+
+static int
+parse_uint(const char *s, uint64_t *v)
+{
+	uint64_t n = 0;
+
+	if (*s == '\0')
+		return -1;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		if (n > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+			return -1;
+		n = n * 10 + (uint64_t)(*s - '0');
+	}
+	*v = n;
+	return 0;
+}
+
+static int
+valid_name(const char *s)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && strchr("._-", s[n]) == NULL)
+			return 0;
+	return n > 0 && n <= 64 && s[0] != '-' && s[0] != '.';
+}
+
+/* A host name as it may appear in the greeting and Received: header. */
+static int
+valid_hostname(const char *s)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (!isalnum((unsigned char)s[n]) && strchr(".-_", s[n]) == NULL)
+			return 0;
+	return n > 0 && n <= HOSTNAME_MAX && s[0] != '-' && s[0] != '.';
+}
+
+static int
+valid_path(const char *s)
+{
+	const char *p;
+
+	if (s[0] != '/' || strlen(s) > PATH_MAX)
+		return 0;
+	for (p = s; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return 0;
+	return 1;
+}
+
+static void
+set_string(char **slot, const char *value)
+{
+	free(*slot);
+	*slot = xstrdup(value);
+}
+
+int
+conf_set(struct config *cf, const char *key, const char *value,
+    const char *where)
+{
+	const struct conf_key	*k = NULL;
+	char			*base = (char *)cf;
+	size_t			 i;
+	uint64_t		 n;
+
+	for (i = 0; i < NKEYS; i++)
+		if (strcmp(conf_keys[i].name, key) == 0)
+			k = &conf_keys[i];
+	if (k == NULL) {
+		conf_error(cf, "%s: unknown key \"%s\"", where, key);
+		return -1;
+	}
+	switch (k->kind) {
+	case K_STRING:
+		set_string((char **)(base + k->offset), value);
+		return 0;
+	case K_PATH:
+		if (!valid_path(value))
+			break;
+		set_string((char **)(base + k->offset), value);
+		return 0;
+	case K_NAME:
+		if (!valid_name(value))
+			break;
+		set_string((char **)(base + k->offset), value);
+		return 0;
+	case K_HOST:
+		if (!valid_hostname(value))
+			break;
+		set_string((char **)(base + k->offset), value);
+		return 0;
+	case K_BOOL:
+		if (strcmp(value, "yes") == 0)
+			*(int *)(base + k->offset) = 1;
+		else if (strcmp(value, "no") == 0)
+			*(int *)(base + k->offset) = 0;
+		else
+			break;
+		return 0;
+	case K_UINT:
+		if (parse_uint(value, &n) == -1 || n < k->min || n > k->max) {
+			conf_error(cf, "%s: %s: \"%s\" is not a number from "
+			    "%llu to %llu", where, key, value,
+			    (unsigned long long)k->min,
+			    (unsigned long long)k->max);
+			return -1;
+		}
+		*(uint64_t *)(base + k->offset) = n;
+		return 0;
+	case K_ENUM:
+		for (i = 0; k->names[i] != NULL; i++)
+			if (k->names[i][0] != '\0' &&
+			    strcmp(k->names[i], value) == 0) {
+				*(int *)(base + k->offset) = (int)i;
+				return 0;
+			}
+		break;
+	}
+	conf_error(cf, "%s: %s: bad value \"%s\"", where, key, value);
+	return -1;
+}
+
+void
+conf_defaults(struct config *cf)
+{
+	size_t i;
+
+	memset(cf, 0, sizeof(*cf));
+	for (i = 0; i < NKEYS; i++)
+		if (conf_keys[i].defval != NULL)
+			conf_set(cf, conf_keys[i].name, conf_keys[i].defval,
+			    "default");
+	cf->tls = TLS_UNSET;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' ||
+	    e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+static void
+conf_line(struct config *cf, char *line, const char *where)
+{
+	char *key, *value;
+
+	key = trim(line);
+	if (*key == '\0' || *key == '#')
+		return;
+	value = key + strcspn(key, " \t");
+	if (*value == '\0') {
+		conf_error(cf, "%s: \"%s\" has no value", where, key);
+		return;
+	}
+	*value++ = '\0';
+	value = trim(value);
+	conf_set(cf, key, value, where);
+}
+
+int
+conf_load_file(struct config *cf, const char *path, int must_exist)
+{
+	FILE	*fp;
+	char	 line[CONF_LINE_MAX], where[PATH_MAX + 32];
+	size_t	 lineno = 0, len;
+	int	 skipping = 0;
+
+	if ((fp = fopen(path, "re")) == NULL) {
+		if (errno == ENOENT && !must_exist)
+			return 0;
+		conf_error(cf, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		len = strlen(line);
+		if (skipping) {
+			skipping = len == 0 || line[len - 1] != '\n';
+			continue;
+		}
+		lineno++;
+		snprintf(where, sizeof(where), "%s:%zu", path, lineno);
+		if (len > 0 && line[len - 1] != '\n' && !feof(fp)) {
+			conf_error(cf, "%s: line too long", where);
+			skipping = 1;
+			continue;
+		}
+		if (memchr(line, '\0', len) != NULL || strlen(line) != len) {
+			conf_error(cf, "%s: NUL byte", where);
+			continue;
+		}
+		conf_line(cf, line, where);
+	}
+	if (ferror(fp))
+		conf_error(cf, "%s: read error", path);
+	fclose(fp);
+	return 0;
+}
+
+int
+conf_set_option(struct config *cf, const char *keyvalue)
+{
+	char	*copy, *eq;
+	int	 rc;
+
+	copy = xstrdup(keyvalue);
+	if ((eq = strchr(copy, '=')) == NULL) {
+		conf_error(cf, "-o %s: expected key=value", keyvalue);
+		free(copy);
+		return -1;
+	}
+	*eq = '\0';
+	rc = conf_set(cf, copy, eq + 1, "-o");
+	free(copy);
+	return rc;
+}
+
+static char *
+default_hostname(void)
+{
+	char		 name[HOSTNAME_MAX + 1];
+	struct addrinfo	 hints, *res = NULL;
+	char		*fqdn = NULL;
+
+	if (gethostname(name, sizeof(name)) == -1)
+		return xstrdup("localhost");
+	name[sizeof(name) - 1] = '\0';
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_flags = AI_CANONNAME;
+	hints.ai_socktype = SOCK_STREAM;
+	if (strchr(name, '.') == NULL &&
+	    getaddrinfo(name, NULL, &hints, &res) == 0 && res != NULL &&
+	    res->ai_canonname != NULL && valid_hostname(res->ai_canonname))
+		fqdn = xstrdup(res->ai_canonname);
+	if (res != NULL)
+		freeaddrinfo(res);
+	if (fqdn == NULL)
+		fqdn = xstrdup(valid_hostname(name) ? name : "localhost");
+	return fqdn;
+}
+
+/* Resolve the defaults that depend on other keys or on the host. */
+void
+conf_finish(struct config *cf)
+{
+	if (cf->tls == TLS_UNSET)
+		cf->tls = cf->tls_cert != NULL ? TLS_STARTTLS : TLS_NONE;
+	if (cf->hostname == NULL)
+		cf->hostname = default_hostname();
+	if (cf->tls != TLS_NONE && (cf->tls_cert == NULL || cf->tls_key == NULL))
+		conf_error(cf, "tls %s needs tls-cert and tls-key",
+		    tls_names[cf->tls]);
+}
+
+void
+conf_print(const struct config *cf, FILE *out)
+{
+	const char	*base = (const char *)cf;
+	const char	*s;
+	size_t		 i;
+
+	for (i = 0; i < NKEYS; i++) {
+		const struct conf_key *k = &conf_keys[i];
+
+		switch (k->kind) {
+		case K_STRING:
+		case K_PATH:
+		case K_NAME:
+		case K_HOST:
+			s = *(char *const *)(base + k->offset);
+			if (s == NULL)
+				fprintf(out, "%s\n", k->name);
+			else
+				fprintf(out, "%s %s\n", k->name, s);
+			break;
+		case K_BOOL:
+			fprintf(out, "%s %s\n", k->name,
+			    *(const int *)(base + k->offset) ? "yes" : "no");
+			break;
+		case K_UINT:
+			fprintf(out, "%s %llu\n", k->name, (unsigned long long)
+			    *(const uint64_t *)(base + k->offset));
+			break;
+		case K_ENUM:
+			fprintf(out, "%s %s\n", k->name,
+			    k->names[*(const int *)(base + k->offset)]);
+			break;
+		}
+	}
+}
+
+static void
+check_file(struct config *cf, const char *what, const char *path, int mode)
+{
+	if (access(path, mode) == -1)
+		conf_error(cf, "%s %s: %s", what, path, strerror(errno));
+}
+
+static void
+check_pam_service(struct config *cf)
+{
+	static const char *const dirs[] = { "/etc/pam.d", "/usr/lib/pam.d",
+	    "/usr/share/pam.d" };
+	char	 path[PATH_MAX];
+	size_t	 i;
+
+	for (i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dirs[i], cf->pam_service);
+		if (access(path, R_OK) == 0)
+			return;
+	}
+	conf_error(cf, "pam-service %s: no /etc/pam.d/%s (PAM would fall back "
+	    "to the \"other\" service)", cf->pam_service, cf->pam_service);
+}
+
+/*
+ * -t: beyond the syntax already checked while loading, is each thing the
+ * configuration names usable?  Returns the number of problems.
+ */
+int
+conf_check(struct config *cf, FILE *report)
+{
+	struct stat	 st;
+	size_t		 i;
+
+	if (cf->auth == AUTH_PAM)
+		check_pam_service(cf);
+	else
+		auth_check_passwd_file(cf, NULL);
+	if (stat(cf->sendmail, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    access(cf->sendmail, X_OK) == -1)
+		conf_error(cf, "sendmail %s: not an executable file",
+		    cf->sendmail);
+	if (stat(cf->spool_dir, &st) == -1 || !S_ISDIR(st.st_mode))
+		conf_error(cf, "spool-dir %s: not a directory", cf->spool_dir);
+	else
+		check_file(cf, "spool-dir", cf->spool_dir, W_OK | X_OK);
+	if (cf->tls_cert != NULL)
+		check_file(cf, "tls-cert", cf->tls_cert, R_OK);
+	if (cf->tls_key != NULL)
+		check_file(cf, "tls-key", cf->tls_key, R_OK);
+	if (cf->tls != TLS_NONE)
+		conf_error(cf, "tls %s: this version of smtpauthd has no TLS "
+		    "support yet", tls_names[cf->tls]);
+	if (cf->max_message_size > SIZE_MAX / 2)
+		conf_error(cf, "max-message-size %llu: too large for this "
+		    "machine", (unsigned long long)cf->max_message_size);
+	for (i = 0; i < cf->nerrors; i++)
+		fprintf(report, "smtpauthd: %s\n", cf->errors[i]);
+	return (int)cf->nerrors;
+}
+
+void
+conf_free(struct config *cf)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++) {
+		switch (conf_keys[i].kind) {
+		case K_STRING:
+		case K_PATH:
+		case K_NAME:
+		case K_HOST:
+			free(*(char **)((char *)cf + conf_keys[i].offset));
+			break;
+		default:
+			break;
+		}
+	}
+	for (i = 0; i < cf->nerrors; i++)
+		free(cf->errors[i]);
+	free(cf->errors);
+	memset(cf, 0, sizeof(*cf));
+}

@@ -1,0 +1,1000 @@
+/*
+ * smtp.c - the SMTP server state machine of one connection (RFC 5321 with
+ * RFC 6409 submission, RFC 4954 AUTH, RFC 2920 PIPELINING, RFC 1870 SIZE,
+ * RFC 6152 8BITMIME, RFC 2034 enhanced status codes).
+ *
+ * The command table is the spine: one row per verb says which handler runs
+ * it, what state it needs and whether its reply must go out at once.  The
+ * dispatcher enforces the state; handlers only do their own verb.  Replies
+ * are buffered and flushed when the client has nothing more pipelined, or
+ * when a verb needs an answer before the client can go on.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "smtpauthd.h"
+
+#define SPOOL_BUF_SIZE	65536
+
+struct session {
+	const struct config	*cf;
+	struct io		*io;
+	const char		*peer;
+	char			 helo[HOSTNAME_MAX + 1];
+	int			 ehlo;		/* EHLO (not HELO) was given */
+	int			 authenticated;
+	char			 user[AUTH_USER_MAX + 1];
+	int			 in_mail;
+	struct envelope		 env;
+	uint64_t		 errors;
+	uint64_t		 auth_failures;
+	uint64_t		 commands;
+	uint64_t		 messages;
+	const char		*log_cmd;	/* verb whose refusals are logged */
+	const char		*close_reason;	/* set: the session is over */
+};
+
+struct smtp_cmd {
+	const char	*verb;
+	void		(*handler)(struct session *, char *arg);
+	unsigned	 flags;
+};
+
+#define CMD_FLUSH	0x01	/* the client waits for this reply */
+#define CMD_NEED_HELO	0x02
+#define CMD_NEED_AUTH	0x04
+#define CMD_NEED_MAIL	0x08
+#define CMD_NEED_RCPT	0x10
+#define CMD_LOG_REFUSAL	0x20	/* 4xx/5xx replies go to the log */
+
+static void cmd_helo(struct session *, char *);
+static void cmd_ehlo(struct session *, char *);
+static void cmd_auth(struct session *, char *);
+static void cmd_mail(struct session *, char *);
+static void cmd_rcpt(struct session *, char *);
+static void cmd_data(struct session *, char *);
+static void cmd_rset(struct session *, char *);
+static void cmd_noop(struct session *, char *);
+static void cmd_quit(struct session *, char *);
+static void cmd_vrfy(struct session *, char *);
+static void cmd_help(struct session *, char *);
+static void cmd_not_implemented(struct session *, char *);
+
+static const struct smtp_cmd smtp_cmds[] = {
+	{ "EHLO", cmd_ehlo, CMD_FLUSH },
+	{ "HELO", cmd_helo, CMD_FLUSH },
+	{ "AUTH", cmd_auth, CMD_FLUSH },
+	{ "MAIL", cmd_mail, CMD_NEED_HELO | CMD_NEED_AUTH | CMD_LOG_REFUSAL },
+	{ "RCPT", cmd_rcpt, CMD_NEED_HELO | CMD_NEED_AUTH | CMD_NEED_MAIL |
+	    CMD_LOG_REFUSAL },
+	{ "DATA", cmd_data, CMD_FLUSH | CMD_NEED_HELO | CMD_NEED_AUTH |
+	    CMD_NEED_MAIL | CMD_NEED_RCPT | CMD_LOG_REFUSAL },
+	{ "RSET", cmd_rset, 0 },
+	{ "NOOP", cmd_noop, CMD_FLUSH },
+	{ "QUIT", cmd_quit, CMD_FLUSH },
+	{ "VRFY", cmd_vrfy, CMD_FLUSH },
+	{ "HELP", cmd_help, CMD_FLUSH },
+	{ "STARTTLS", cmd_not_implemented, CMD_FLUSH },
+	{ "EXPN", cmd_not_implemented, CMD_FLUSH },
+	{ "ETRN", cmd_not_implemented, CMD_FLUSH },
+	{ "TURN", cmd_not_implemented, CMD_FLUSH },
+	{ "BDAT", cmd_not_implemented, CMD_FLUSH },
+	{ "SEND", cmd_not_implemented, CMD_FLUSH },
+	{ "SOML", cmd_not_implemented, CMD_FLUSH },
+	{ "SAML", cmd_not_implemented, CMD_FLUSH },
+};
+
+#define NCMDS	(sizeof(smtp_cmds) / sizeof(smtp_cmds[0]))
+
+/* ---- replies ---- */
+
+static const char *
+user_or_dash(const struct session *s)
+{
+	return s->authenticated ? s->user : "-";
+}
+
+static void
+reply(struct session *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+reply(struct session *s, int code, const char *fmt, ...)
+{
+	char	 text[512], esc[ESC_MAX];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	io_printf(s->io, "%d %s\r\n", code, text);
+	if (code >= 400 && s->log_cmd != NULL)
+		log_msg(LOG_INFO, "rejected ip=%s user=%s cmd=%s reply=\"%d %s\"",
+		    s->peer, log_escape(user_or_dash(s), esc, sizeof(esc)),
+		    s->log_cmd, code, text);
+}
+
+static void
+close_session(struct session *s, const char *reason)
+{
+	if (s->close_reason == NULL)
+		s->close_reason = reason;
+}
+
+/*
+ * A 5xx for a syntax or sequence error.  These are counted: the one that
+ * reaches max-errors is answered 421 and ends the session, so a client
+ * cannot probe for ever.
+ */
+static void
+reply_error(struct session *s, int code, const char *text)
+{
+	if (++s->errors >= s->cf->max_errors) {
+		reply(s, 421, "4.7.0 %s Too many errors, closing connection",
+		    s->cf->hostname);
+		close_session(s, "errors");
+		return;
+	}
+	reply(s, code, "%s", text);
+}
+
+/* ---- the transaction ---- */
+
+static void
+envelope_reset(struct session *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->env.nrcpts; i++)
+		free(s->env.rcpts[i]);
+	free(s->env.rcpts);
+	memset(&s->env, 0, sizeof(s->env));
+	s->in_mail = 0;
+}
+
+/* ---- HELO, EHLO and the rest of the small verbs ---- */
+
+/* One word of printable ASCII: enough to log it and put it in a header. */
+static int
+helo_acceptable(const char *arg)
+{
+	size_t i;
+
+	for (i = 0; arg[i] != '\0'; i++)
+		if (arg[i] <= ' ' || arg[i] >= 0x7f)
+			return 0;
+	return i > 0 && i <= HOSTNAME_MAX;
+}
+
+/*
+ * The one place that decides whether AUTH is available: EHLO advertises it
+ * and AUTH accepts it on exactly the same condition.
+ */
+static int
+auth_offered(const struct session *s)
+{
+	return !s->cf->auth_require_tls;
+}
+
+static int
+greet(struct session *s, char *arg, const char *verb)
+{
+	if (!helo_acceptable(arg)) {
+		char text[64];
+
+		snprintf(text, sizeof(text), "5.5.4 Syntax: %s hostname", verb);
+		reply_error(s, 501, text);
+		return -1;
+	}
+	envelope_reset(s);
+	snprintf(s->helo, sizeof(s->helo), "%s", arg);
+	return 0;
+}
+
+static void
+cmd_helo(struct session *s, char *arg)
+{
+	if (greet(s, arg, "HELO") == 0) {
+		s->ehlo = 0;
+		reply(s, 250, "%s", s->cf->hostname);
+	}
+}
+
+static void
+cmd_ehlo(struct session *s, char *arg)
+{
+	struct io *io = s->io;
+
+	if (greet(s, arg, "EHLO") == -1)
+		return;
+	s->ehlo = 1;
+	io_printf(io, "250-%s\r\n", s->cf->hostname);
+	io_printf(io, "250-PIPELINING\r\n");
+	io_printf(io, "250-SIZE %llu\r\n",
+	    (unsigned long long)s->cf->max_message_size);
+	io_printf(io, "250-8BITMIME\r\n");
+	if (auth_offered(s))
+		io_printf(io, "250-AUTH PLAIN LOGIN\r\n");
+	io_printf(io, "250 ENHANCEDSTATUSCODES\r\n");
+}
+
+static void
+cmd_rset(struct session *s, char *arg)
+{
+	if (*arg != '\0') {
+		reply_error(s, 501, "5.5.4 Syntax: RSET");
+		return;
+	}
+	envelope_reset(s);
+	reply(s, 250, "2.0.0 Ok");
+}
+
+static void
+cmd_noop(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, 250, "2.0.0 Ok");
+}
+
+static void
+cmd_quit(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, 221, "2.0.0 %s closing connection", s->cf->hostname);
+	close_session(s, "quit");
+}
+
+static void
+cmd_vrfy(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, 252, "2.5.0 Cannot VRFY user, but will accept message");
+}
+
+static void
+cmd_help(struct session *s, char *arg)
+{
+	(void)arg;
+	reply(s, 214, "2.0.0 Commands: EHLO HELO AUTH MAIL RCPT DATA RSET "
+	    "NOOP QUIT VRFY HELP");
+}
+
+static void
+cmd_not_implemented(struct session *s, char *arg)
+{
+	(void)arg;
+	reply_error(s, 502, "5.5.1 Command not implemented");
+}
+
+/* ---- AUTH ---- */
+
+enum auth_step { STEP_OK, STEP_CANCEL, STEP_MALFORMED, STEP_GONE };
+
+/* Read one AUTH continuation line; "*" cancels (RFC 4954 4). */
+static int
+auth_read_line(struct session *s, const char *challenge, char *line,
+    size_t size, size_t *lenp)
+{
+	int rc;
+
+	io_printf(s->io, "334 %s\r\n", challenge);
+	if (io_flush(s->io) == -1) {
+		close_session(s, "write-error");
+		return STEP_GONE;
+	}
+	rc = io_getline(s->io, line, size, SMTP_AUTH_LINE_MAX,
+	    now_ms() + (int64_t)s->cf->timeout * 1000, lenp);
+	if (rc == IO_TOOLONG)
+		return STEP_MALFORMED;
+	if (rc == IO_TIMEOUT) {
+		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
+		    s->cf->hostname);
+		close_session(s, "timeout");
+		return STEP_GONE;
+	}
+	if (rc != IO_OK) {
+		close_session(s, rc == IO_EOF ? "eof" : "read-error");
+		return STEP_GONE;
+	}
+	if (strcmp(line, "*") == 0)
+		return STEP_CANCEL;
+	return STEP_OK;
+}
+
+/* Decode a client response; "=" is the empty initial response. */
+static int
+auth_decode(const char *in, unsigned char *out, size_t outsize, size_t *outlen)
+{
+	if (strcmp(in, "=") == 0) {
+		*outlen = 0;
+		return 0;
+	}
+	return base64_decode(in, strlen(in), out, outsize, outlen);
+}
+
+struct auth_attempt {
+	const char	*mech;
+	char		 user[AUTH_USER_MAX + 2];
+	char		 pass[AUTH_PASS_MAX + 2];
+	const char	*reason;
+	int64_t		 done_ms;	/* when the last credential arrived */
+};
+
+/* Get a response (initial or by challenge) decoded into buf. */
+static int
+auth_response(struct session *s, const char *initial, const char *challenge,
+    unsigned char *buf, size_t size, size_t *len)
+{
+	char	 line[SMTP_AUTH_LINE_MAX + 1];
+	size_t	 linelen;
+	int	 rc = STEP_OK;
+
+	if (initial == NULL) {
+		rc = auth_read_line(s, challenge, line, sizeof(line), &linelen);
+		initial = line;
+	}
+	if (rc == STEP_OK && auth_decode(initial, buf, size, len) == -1)
+		rc = STEP_MALFORMED;
+	explicit_bzero(line, sizeof(line));
+	return rc;
+}
+
+static int
+auth_plain(struct session *s, const char *ir, struct auth_attempt *a)
+{
+	unsigned char	 buf[SMTP_AUTH_LINE_MAX];
+	size_t		 len;
+	int		 rc, split;
+
+	rc = auth_response(s, ir, "", buf, sizeof(buf), &len);
+	if (rc == STEP_OK) {
+		split = sasl_plain_split(buf, len, a->user, sizeof(a->user),
+		    a->pass, sizeof(a->pass));
+		if (split == -2)
+			a->reason = "authzid";
+		else if (split == -1)
+			rc = STEP_MALFORMED;
+	}
+	explicit_bzero(buf, sizeof(buf));
+	return rc;
+}
+
+/* A LOGIN field: decoded text that must not hide a NUL. */
+static int
+auth_login_field(struct session *s, const char *ir, const char *challenge,
+    char *out, size_t outsize, int *has_nul)
+{
+	unsigned char	 buf[SMTP_AUTH_LINE_MAX];
+	size_t		 len;
+	int		 rc;
+
+	rc = auth_response(s, ir, challenge, buf, sizeof(buf), &len);
+	if (rc == STEP_OK) {
+		if (len >= outsize)
+			len = outsize - 1;	/* longer than any we accept */
+		*has_nul = memchr(buf, '\0', len) != NULL;
+		memcpy(out, buf, len);
+		out[len] = '\0';
+	}
+	explicit_bzero(buf, sizeof(buf));
+	return rc;
+}
+
+static int
+auth_login(struct session *s, const char *ir, struct auth_attempt *a)
+{
+	int rc, nul_user = 0, nul_pass = 0;
+
+	/* "Username:" and "Password:", as every LOGIN client expects. */
+	rc = auth_login_field(s, ir, "VXNlcm5hbWU6", a->user, sizeof(a->user),
+	    &nul_user);
+	if (rc == STEP_OK)
+		rc = auth_login_field(s, NULL, "UGFzc3dvcmQ6", a->pass,
+		    sizeof(a->pass), &nul_pass);
+	if (rc == STEP_OK && nul_user)
+		a->reason = "bad-username";
+	else if (rc == STEP_OK && nul_pass)
+		a->reason = "bad-password";
+	return rc;
+}
+
+static void
+auth_delay(const struct session *s, int64_t since_ms)
+{
+	int64_t		 until = since_ms + (int64_t)s->cf->auth_failure_delay * 1000;
+	int64_t		 left;
+	struct timespec	 ts;
+
+	while ((left = until - now_ms()) > 0) {
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000;
+		(void)nanosleep(&ts, NULL);
+	}
+}
+
+static void
+auth_failed(struct session *s, struct auth_attempt *a, int code,
+    const char *text)
+{
+	char esc[ESC_MAX];
+
+	log_msg(LOG_NOTICE, "auth failed user=%s mech=%s ip=%s reason=%s",
+	    a->user[0] != '\0' ? log_escape(a->user, esc, sizeof(esc)) : "-",
+	    a->mech, s->peer, a->reason);
+	auth_delay(s, a->done_ms);
+	if (code != 454 && ++s->auth_failures >= s->cf->max_auth_failures) {
+		reply(s, 421, "4.7.0 %s Too many authentication failures",
+		    s->cf->hostname);
+		close_session(s, "auth-failures");
+		return;
+	}
+	reply(s, code, "%s", text);
+}
+
+static const char bad_credentials[] = "5.7.8 Authentication credentials invalid";
+
+static void
+auth_run(struct session *s, struct auth_attempt *a)
+{
+	char	canon[AUTH_USER_MAX + 1];
+	int	rc;
+
+	if (a->reason != NULL) {
+		auth_failed(s, a, 535, bad_credentials);
+		return;
+	}
+	rc = auth_check(s->cf, a->user, a->pass, s->peer, canon, sizeof(canon),
+	    &a->reason);
+	a->done_ms = now_ms();
+	if (rc == AUTH_OK) {
+		char esc[ESC_MAX];
+
+		s->authenticated = 1;
+		snprintf(s->user, sizeof(s->user), "%s", canon);
+		log_msg(LOG_INFO, "auth ok user=%s mech=%s ip=%s",
+		    log_escape(s->user, esc, sizeof(esc)), a->mech, s->peer);
+		reply(s, 235, "2.7.0 Authentication successful");
+	} else if (rc == AUTH_TEMPFAIL)
+		auth_failed(s, a, 454, "4.7.0 Temporary authentication failure");
+	else
+		auth_failed(s, a, 535, bad_credentials);
+}
+
+static void
+cmd_auth(struct session *s, char *arg)
+{
+	struct auth_attempt	 a;
+	char			*mech, *ir;
+	int			 rc;
+
+	if (!s->ehlo) {
+		reply_error(s, 503, "5.5.1 Send EHLO first");
+		return;
+	}
+	if (s->authenticated) {
+		reply_error(s, 503, "5.5.1 Already authenticated");
+		return;
+	}
+	if (s->in_mail) {
+		reply_error(s, 503, "5.5.1 AUTH not allowed during a mail "
+		    "transaction");
+		return;
+	}
+	if (!auth_offered(s)) {
+		reply_error(s, 538, "5.7.11 Encryption required for requested "
+		    "authentication mechanism");
+		return;
+	}
+	mech = arg;
+	ir = strchr(arg, ' ');
+	if (ir != NULL)
+		*ir++ = '\0';
+	if (*mech == '\0' || (ir != NULL && (*ir == '\0' ||
+	    strchr(ir, ' ') != NULL))) {
+		reply_error(s, 501, "5.5.4 Syntax: AUTH mechanism "
+		    "[initial-response]");
+		return;
+	}
+	memset(&a, 0, sizeof(a));
+	if (strcasecmp(mech, "PLAIN") == 0) {
+		a.mech = "PLAIN";
+		rc = auth_plain(s, ir, &a);
+	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		a.mech = "LOGIN";
+		rc = auth_login(s, ir, &a);
+	} else {
+		reply_error(s, 504, "5.5.4 Unrecognized authentication "
+		    "mechanism");
+		return;
+	}
+	a.done_ms = now_ms();
+	if (rc == STEP_CANCEL) {
+		a.reason = "cancelled";
+		auth_failed(s, &a, 501, "5.0.0 Authentication cancelled");
+	} else if (rc == STEP_MALFORMED) {
+		a.reason = "malformed";
+		auth_failed(s, &a, 501, "5.5.2 Cannot decode response");
+	} else if (rc == STEP_OK)
+		auth_run(s, &a);
+	explicit_bzero(&a, sizeof(a));
+	if (ir != NULL)
+		explicit_bzero(ir, strlen(ir));
+}
+
+/* ---- MAIL and RCPT ---- */
+
+#define PARAM_SIZE	0x01
+#define PARAM_BODY	0x02
+#define PARAM_AUTH	0x04
+
+/* An xtext (RFC 3461 4): printable ASCII, no '=' or space. */
+static int
+xtext_acceptable(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (*s < '!' || *s > '~' || *s == '=')
+			return 0;
+	return 1;
+}
+
+static int
+parse_size(const char *v, uint64_t *size)
+{
+	uint64_t n = 0;
+
+	if (*v == '\0' || strlen(v) > 20)
+		return -1;
+	for (; *v != '\0'; v++) {
+		if (*v < '0' || *v > '9')
+			return -1;
+		if (n > (UINT64_MAX - (uint64_t)(*v - '0')) / 10)
+			n = UINT64_MAX;		/* too big either way */
+		else
+			n = n * 10 + (uint64_t)(*v - '0');
+	}
+	*size = n;
+	return 0;
+}
+
+/*
+ * MAIL parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 4954 AUTH).  Replies
+ * itself and returns -1 when one is refused.
+ */
+static int
+mail_params(struct session *s, char *params)
+{
+	char		*p, *value;
+	unsigned	 seen = 0, bit;
+
+	while ((p = strsep(&params, " ")) != NULL) {
+		if (*p == '\0')
+			continue;
+		if (!s->ehlo) {
+			reply_error(s, 555, "5.5.4 Parameters need EHLO");
+			return -1;
+		}
+		if ((value = strchr(p, '=')) != NULL)
+			*value++ = '\0';
+		if (strcasecmp(p, "SIZE") == 0)
+			bit = PARAM_SIZE;
+		else if (strcasecmp(p, "BODY") == 0)
+			bit = PARAM_BODY;
+		else if (strcasecmp(p, "AUTH") == 0)
+			bit = PARAM_AUTH;
+		else {
+			reply_error(s, 555, "5.5.4 Unsupported parameter");
+			return -1;
+		}
+		if (seen & bit) {
+			reply_error(s, 501, "5.5.4 Duplicate parameter");
+			return -1;
+		}
+		seen |= bit;
+		if (bit == PARAM_SIZE) {
+			if (value == NULL ||
+			    parse_size(value, &s->env.declared_size) == -1) {
+				reply_error(s, 501, "5.5.4 Bad SIZE value");
+				return -1;
+			}
+			if (s->env.declared_size > s->cf->max_message_size) {
+				reply(s, 552, "5.3.4 Message size exceeds "
+				    "fixed limit");
+				return -1;
+			}
+		} else if (bit == PARAM_BODY) {
+			if (value != NULL && strcasecmp(value, "8BITMIME") == 0)
+				s->env.body_8bit = 1;
+			else if (value == NULL || strcasecmp(value, "7BIT") != 0) {
+				reply_error(s, 501, "5.5.4 Bad BODY value");
+				return -1;
+			}
+		} else if (value == NULL || *value == '\0' ||
+		    !xtext_acceptable(value)) {
+			reply_error(s, 501, "5.5.4 Bad AUTH value");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* "FROM:" or "TO:", then the path; returns what follows the path. */
+static int
+parse_path_arg(char *arg, const char *prefix,
+    int allow_null, char *out, size_t outsize, char **rest)
+{
+	const char	*after;
+	size_t		 plen = strlen(prefix);
+	int		 rc;
+
+	if (strncasecmp(arg, prefix, plen) != 0)
+		return ADDR_SYNTAX;
+	arg += plen;
+	while (*arg == ' ')
+		arg++;
+	rc = addr_parse_path(arg, allow_null, out, outsize, &after);
+	if (rc == ADDR_OK && *after != '\0' && *after != ' ')
+		rc = ADDR_SYNTAX;
+	if (rc == ADDR_OK)
+		*rest = (char *)after;
+	return rc;
+}
+
+static void
+cmd_mail(struct session *s, char *arg)
+{
+	char	*params;
+	int	 rc;
+
+	if (s->in_mail) {
+		reply_error(s, 503, "5.5.1 Nested MAIL command");
+		return;
+	}
+	envelope_reset(s);
+	rc = parse_path_arg(arg, "FROM:", 1, s->env.sender,
+	    sizeof(s->env.sender), &params);
+	switch (rc) {
+	case ADDR_OK:
+		break;
+	case ADDR_SYNTAX:
+		reply_error(s, 501, "5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	case ADDR_QUOTED:
+		reply_error(s, 553, "5.1.3 Quoted local parts are not accepted");
+		return;
+	default:
+		reply_error(s, 501, "5.1.7 Bad sender address syntax");
+		return;
+	}
+	if (mail_params(s, params) == -1) {
+		envelope_reset(s);
+		return;
+	}
+	s->in_mail = 1;
+	reply(s, 250, "2.1.0 Ok");
+}
+
+static void
+cmd_rcpt(struct session *s, char *arg)
+{
+	char	 rcpt[SMTP_PATH_MAX + 1], *params;
+	int	 rc;
+
+	rc = parse_path_arg(arg, "TO:", 0, rcpt, sizeof(rcpt), &params);
+	switch (rc) {
+	case ADDR_OK:
+		break;
+	case ADDR_SYNTAX:
+		reply_error(s, 501, "5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	case ADDR_QUOTED:
+		reply_error(s, 553, "5.1.3 Quoted local parts are not accepted");
+		return;
+	default:
+		reply_error(s, 553, "5.1.3 Bad recipient address syntax");
+		return;
+	}
+	params += strspn(params, " ");
+	if (*params != '\0') {
+		reply_error(s, 555, "5.5.4 Unsupported parameter");
+		return;
+	}
+	if (s->env.nrcpts >= s->cf->max_recipients) {
+		reply(s, 452, "4.5.3 Too many recipients");
+		return;
+	}
+	s->env.rcpts = reallocarray(s->env.rcpts, s->env.nrcpts + 1,
+	    sizeof(*s->env.rcpts));
+	if (s->env.rcpts == NULL)
+		fatal("reallocarray");
+	s->env.rcpts[s->env.nrcpts++] = xstrdup(rcpt);
+	reply(s, 250, "2.1.5 Ok");
+}
+
+/* ---- DATA ---- */
+
+struct spool {
+	int	 fd;
+	char	*buf;
+	size_t	 len;
+	int	 failed;
+};
+
+static int
+spool_flush(struct spool *sp)
+{
+	size_t	 off = 0;
+	ssize_t	 n;
+
+	while (off < sp->len && !sp->failed) {
+		n = write(sp->fd, sp->buf + off, sp->len - off);
+		if (n > 0)
+			off += (size_t)n;
+		else if (n == -1 && errno == EINTR)
+			continue;
+		else {
+			log_msg(LOG_ERR, "spool write: %s", n == -1 ?
+			    strerror(errno) : "short write");
+			sp->failed = 1;
+		}
+	}
+	sp->len = 0;
+	return sp->failed ? -1 : 0;
+}
+
+static int
+spool_sink(void *arg, const char *buf, size_t len)
+{
+	struct spool *sp = arg;
+
+	if (sp->len + len > SPOOL_BUF_SIZE && spool_flush(sp) == -1)
+		return -1;
+	memcpy(sp->buf + sp->len, buf, len);
+	sp->len += len;
+	return 0;
+}
+
+/* Read the message to its end; returns -1 if the session is over. */
+static int
+data_receive(struct session *s, struct data_parser *dp)
+{
+	const char	*buf;
+	size_t		 len;
+	int		 rc;
+
+	while (!data_done(dp)) {
+		buf = io_peek(s->io, &len);
+		if (len > 0) {
+			io_consume(s->io, data_feed(dp, buf, len));
+			continue;
+		}
+		rc = io_fill(s->io, now_ms() +
+		    (int64_t)s->cf->data_timeout * 1000);
+		if (rc == IO_TIMEOUT) {
+			reply(s, 421, "4.4.2 %s Error: timeout exceeded",
+			    s->cf->hostname);
+			close_session(s, "timeout");
+			return -1;
+		}
+		if (rc < 0) {
+			close_session(s, rc == IO_EOF ? "eof-in-data" :
+			    "read-error");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* What makes a received message unacceptable, or NULL. */
+static const char *
+data_verdict(const struct data_parser *dp, const struct spool *sp, int *code)
+{
+	*code = 554;
+	if (dp->flags & DATA_TOO_BIG) {
+		*code = 552;
+		return "5.3.4 Message size exceeds fixed limit";
+	}
+	if (dp->flags & DATA_NUL)
+		return "5.6.0 Message contains NUL characters";
+	if (dp->flags & (DATA_BARE_CR | DATA_BARE_LF))
+		return "5.6.0 Message contains bare CR or bare LF";
+	if (dp->flags & DATA_LONG_LINE)
+		return "5.6.0 Message contains lines longer than 998 characters";
+	if (sp->failed || dp->sink_failed) {
+		*code = 452;
+		return "4.3.1 Insufficient system storage";
+	}
+	return NULL;
+}
+
+static void
+data_deliver(struct session *s, int spool_fd, const char *queue_id,
+    uint64_t size)
+{
+	struct relay_reply	 rr;
+	char			 esc_user[ESC_MAX], esc_from[ESC_MAX];
+
+	relay_submit(s->cf, &s->env, spool_fd, s->user, queue_id, &rr);
+	reply(s, rr.code, "%s", rr.text);
+	if (rr.code != 250)
+		return;
+	s->messages++;
+	log_msg(LOG_INFO, "queued id=%s user=%s from=<%s> nrcpt=%zu size=%llu "
+	    "ip=%s", queue_id, log_escape(s->user, esc_user, sizeof(esc_user)),
+	    log_escape(s->env.sender, esc_from, sizeof(esc_from)),
+	    s->env.nrcpts, (unsigned long long)size, s->peer);
+}
+
+static void
+cmd_data(struct session *s, char *arg)
+{
+	struct data_parser	 dp;
+	struct spool		 sp;
+	char			 queue_id[QUEUE_ID_LEN + 1];
+	const char		*verdict;
+	int			 code;
+
+	if (*arg != '\0') {
+		reply_error(s, 501, "5.5.4 Syntax: DATA");
+		return;
+	}
+	memset(&sp, 0, sizeof(sp));
+	make_queue_id(queue_id);
+	if ((sp.fd = spool_open(s->cf)) == -1 ||
+	    relay_received(s->cf, sp.fd, s->helo, s->peer, queue_id, s->user,
+	    &s->env, NULL) == -1) {
+		if (sp.fd != -1)
+			close(sp.fd);
+		reply(s, 451, "4.3.0 Local error in processing");
+		return;
+	}
+	sp.buf = xcalloc(1, SPOOL_BUF_SIZE);
+	reply(s, 354, "End data with <CR><LF>.<CR><LF>");
+	if (io_flush(s->io) == -1)
+		close_session(s, "write-error");
+	data_init(&dp, s->cf->max_message_size, spool_sink, &sp);
+	if (s->close_reason == NULL && data_receive(s, &dp) == 0) {
+		s->log_cmd = "END-OF-MESSAGE";
+		spool_flush(&sp);
+		if ((verdict = data_verdict(&dp, &sp, &code)) != NULL)
+			reply(s, code, "%s", verdict);
+		else
+			data_deliver(s, sp.fd, queue_id, dp.size);
+	}
+	close(sp.fd);
+	free(sp.buf);
+	envelope_reset(s);
+}
+
+/* ---- the command loop ---- */
+
+static const struct smtp_cmd *
+find_cmd(const char *verb)
+{
+	size_t i;
+
+	for (i = 0; i < NCMDS; i++)
+		if (strcasecmp(smtp_cmds[i].verb, verb) == 0)
+			return &smtp_cmds[i];
+	return NULL;
+}
+
+/* The state the table asks for; replies and returns -1 when missing. */
+static int
+check_state(struct session *s, unsigned flags)
+{
+	if ((flags & CMD_NEED_HELO) && s->helo[0] == '\0')
+		reply_error(s, 503, "5.5.1 Send HELO/EHLO first");
+	else if ((flags & CMD_NEED_AUTH) && !s->authenticated)
+		reply_error(s, 530, "5.7.0 Authentication required");
+	else if ((flags & CMD_NEED_MAIL) && !s->in_mail)
+		reply_error(s, 503, "5.5.1 Need MAIL command");
+	else if ((flags & CMD_NEED_RCPT) && s->env.nrcpts == 0)
+		reply_error(s, 503, "5.5.1 Need RCPT command");
+	else
+		return 0;
+	return -1;
+}
+
+static void
+dispatch(struct session *s, char *line, size_t len)
+{
+	const struct smtp_cmd	*cmd;
+	char			*verb, *arg;
+
+	s->log_cmd = NULL;
+	if (memchr(line, '\0', len) != NULL || memchr(line, '\r', len) != NULL) {
+		reply_error(s, 500, "5.5.2 Invalid characters in command");
+		return;
+	}
+	while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+		line[--len] = '\0';
+	verb = line;
+	arg = line + strcspn(line, " ");
+	if (*arg != '\0')
+		*arg++ = '\0';
+	arg += strspn(arg, " ");
+	if ((cmd = find_cmd(verb)) == NULL) {
+		reply_error(s, 500, "5.5.2 Command unrecognized");
+		return;
+	}
+	if (cmd->handler != cmd_auth && len + 2 > SMTP_CMD_MAX) {
+		reply_error(s, 500, "5.5.2 Line too long");
+		return;
+	}
+	if (cmd->flags & CMD_LOG_REFUSAL)
+		s->log_cmd = cmd->verb;
+	if (check_state(s, cmd->flags) == 0)
+		cmd->handler(s, arg);
+	s->log_cmd = NULL;
+	if ((cmd->flags & CMD_FLUSH) || io_pending(s->io) == 0)
+		if (io_flush(s->io) == -1)
+			close_session(s, "write-error");
+}
+
+static void
+read_command(struct session *s)
+{
+	char	 line[SMTP_AUTH_LINE_MAX + 1];
+	size_t	 len;
+	int	 rc;
+
+	rc = io_getline(s->io, line, sizeof(line), SMTP_AUTH_LINE_MAX,
+	    now_ms() + (int64_t)s->cf->timeout * 1000, &len);
+	switch (rc) {
+	case IO_OK:
+		s->commands++;
+		dispatch(s, line, len);
+		break;
+	case IO_TOOLONG:
+		s->commands++;
+		reply_error(s, 500, "5.5.2 Line too long");
+		if (io_pending(s->io) == 0 && io_flush(s->io) == -1)
+			close_session(s, "write-error");
+		break;
+	case IO_TIMEOUT:
+		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
+		    s->cf->hostname);
+		close_session(s, "timeout");
+		break;
+	case IO_EOF:
+		close_session(s, "eof");
+		break;
+	default:
+		close_session(s, "read-error");
+		break;
+	}
+	/* An AUTH line may hold a password: leave no copy on the stack. */
+	explicit_bzero(line, sizeof(line));
+}
+
+int
+smtp_session(const struct config *cf, struct io *io, const char *peer)
+{
+	struct session	 s;
+	char		 esc[ESC_MAX];
+
+	memset(&s, 0, sizeof(s));
+	s.cf = cf;
+	s.io = io;
+	s.peer = peer;
+	reply(&s, 220, "%s ESMTP", cf->hostname);
+	if (io_flush(io) == -1)
+		close_session(&s, "write-error");
+	while (s.close_reason == NULL)
+		read_command(&s);
+	(void)io_flush(io);
+	log_msg(LOG_INFO, "disconnect ip=%s user=%s reason=%s commands=%llu "
+	    "messages=%llu", peer, log_escape(user_or_dash(&s), esc,
+	    sizeof(esc)), s.close_reason, (unsigned long long)s.commands,
+	    (unsigned long long)s.messages);
+	envelope_reset(&s);
+	explicit_bzero(&s, sizeof(s));
+	return 0;
+}

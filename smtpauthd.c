@@ -1,0 +1,315 @@
+/*
+ * smtpauthd.c - the program: the command line, loading the configuration,
+ * finding out who the peer is, logging, and then one SMTP session on the
+ * connection that inetd or systemd handed over on fds 0 and 1.
+ */
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <arpa/inet.h>
+#include <err.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "smtpauthd.h"
+
+#define DEFAULT_CONF	"/etc/smtpauthd.conf"
+#define MAX_OPTIONS	128
+
+static int log_to_stderr;
+
+void
+log_init(int to_stderr)
+{
+	log_to_stderr = to_stderr;
+	if (!to_stderr)
+		openlog("smtpauthd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+void
+log_msg(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (log_to_stderr) {
+		char line[2048];
+
+		vsnprintf(line, sizeof(line), fmt, ap);
+		fprintf(stderr, "smtpauthd[%ld]: %s\n", (long)getpid(), line);
+	} else
+		vsyslog(prio, fmt, ap);
+	va_end(ap);
+}
+
+void
+fatal(const char *what)
+{
+	log_msg(LOG_CRIT, "fatal: %s: %s", what, strerror(errno));
+	exit(EX_SOFTWARE_);
+}
+
+static const char *
+escape(const char *s, char *buf, size_t bufsize, int keep_space)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t		  o = 0;
+	unsigned char	  c;
+
+	for (; (c = (unsigned char)*s) != '\0'; s++) {
+		if (o + 8 >= bufsize) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if ((c > ' ' || (c == ' ' && keep_space)) && c < 0x7f &&
+		    c != '"' && c != '\\' && c != '=') {
+			buf[o++] = (char)c;
+			continue;
+		}
+		buf[o++] = '\\';
+		buf[o++] = 'x';
+		buf[o++] = hex[c >> 4];
+		buf[o++] = hex[c & 15];
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/*
+ * Client-supplied text as one log token: octets outside printable ASCII,
+ * and space, '"', '\' and '=', become \xNN, so a line always splits into
+ * its key=value fields the same way.  Long text is cut and marked.
+ */
+const char *
+log_escape(const char *s, char *buf, size_t bufsize)
+{
+	return escape(s, buf, bufsize, 0);
+}
+
+/* The same for free text at the end of a line, where spaces may stay. */
+const char *
+log_escape_text(const char *s, char *buf, size_t bufsize)
+{
+	return escape(s, buf, bufsize, 1);
+}
+
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p;
+
+	if ((p = calloc(n, size)) == NULL)
+		fatal("calloc");
+	return p;
+}
+
+char *
+xstrdup(const char *s)
+{
+	char *p;
+
+	if ((p = strdup(s)) == NULL)
+		fatal("strdup");
+	return p;
+}
+
+int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		fatal("clock_gettime");
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+make_queue_id(char id[QUEUE_ID_LEN + 1])
+{
+	static const char hex[] = "0123456789ABCDEF";
+	unsigned char	  rnd[QUEUE_ID_LEN / 2];
+	size_t		  i;
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		fatal("getrandom");
+	for (i = 0; i < sizeof(rnd); i++) {
+		id[2 * i] = hex[rnd[i] >> 4];
+		id[2 * i + 1] = hex[rnd[i] & 15];
+	}
+	id[QUEUE_ID_LEN] = '\0';
+}
+
+/* An IP address from the environment, if it is one. */
+static int
+env_ip(const char *name, char *out, size_t outsize)
+{
+	const char	*v = getenv(name);
+	unsigned char	 bin[16];
+
+	if (v == NULL || strlen(v) >= outsize)
+		return -1;
+	if (inet_pton(AF_INET, v, bin) != 1 && inet_pton(AF_INET6, v, bin) != 1)
+		return -1;
+	snprintf(out, outsize, "%s", v);
+	return 0;
+}
+
+static void
+peer_address(char *out, size_t outsize)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 len = sizeof(ss);
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
+
+	if (getpeername(0, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET &&
+		    inet_ntop(AF_INET, &sin->sin_addr, out, outsize) != NULL)
+			return;
+		if (ss.ss_family == AF_INET6 &&
+		    IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
+		    inet_ntop(AF_INET, &sin6->sin6_addr.s6_addr[12], out,
+		    outsize) != NULL)
+			return;
+		if (ss.ss_family == AF_INET6 &&
+		    inet_ntop(AF_INET6, &sin6->sin6_addr, out, outsize) != NULL)
+			return;
+	}
+	if (env_ip("REMOTE_ADDR", out, outsize) == 0 ||
+	    env_ip("TCPREMOTEIP", out, outsize) == 0)
+		return;
+	snprintf(out, outsize, "unknown");
+}
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr, "usage: smtpauthd [-dtTV] [-f file] [-o key=value]...\n"
+	    "       smtpauthd -H\n");
+	exit(64);
+}
+
+/* fds 0-2 must exist, or a later open() would become "stdout". */
+static void
+sanitise_fds(void)
+{
+	int fd;
+
+	while ((fd = open("/dev/null", O_RDWR)) != -1 && fd <= 2)
+		;
+	if (fd > 2)
+		close(fd);
+}
+
+static int
+serve(struct config *cf)
+{
+	struct io	*io;
+	char		 peer[PEER_MAX];
+	size_t		 i;
+
+	peer_address(peer, sizeof(peer));
+	log_msg(LOG_INFO, "connect ip=%s", peer);
+	if (cf->tls == TLS_IMPLICIT)
+		conf_error(cf, "tls implicit: this version has no TLS support");
+	if (cf->nerrors > 0) {
+		for (i = 0; i < cf->nerrors; i++)
+			log_msg(LOG_ERR, "config error: %s", cf->errors[i]);
+		if (cf->tls != TLS_IMPLICIT) {
+			dprintf(1, "421 4.3.0 %s Service unavailable: "
+			    "configuration error\r\n", cf->hostname);
+		}
+		log_msg(LOG_INFO, "disconnect ip=%s user=- reason=config-error "
+		    "commands=0 messages=0", peer);
+		return EX_CONFIG_;
+	}
+	if (cf->tls == TLS_STARTTLS)
+		log_msg(LOG_WARNING, "tls starttls: this version has no TLS "
+		    "support; STARTTLS is not offered");
+	io = xcalloc(1, sizeof(*io));
+	io_init(io, 0, 1, cf->timeout * 1000);
+	smtp_session(cf, io, peer);
+	free(io);
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct config	 cf;
+	const char	*conf_path = DEFAULT_CONF, *options[MAX_OPTIONS];
+	size_t		 noptions = 0, i;
+	int		 ch, debug = 0, test = 0, dump = 0, hash = 0, named = 0;
+	int		 rc;
+
+	sanitise_fds();
+	umask(077);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		err(71, "signal");
+	while ((ch = getopt(argc, argv, "df:Ho:tTV")) != -1) {
+		switch (ch) {
+		case 'd':
+			debug = 1;
+			break;
+		case 'f':
+			conf_path = optarg;
+			named = 1;
+			break;
+		case 'H':
+			hash = 1;
+			break;
+		case 'o':
+			if (noptions == MAX_OPTIONS)
+				errx(64, "too many -o options");
+			options[noptions++] = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'T':
+			dump = 1;
+			break;
+		case 'V':
+			printf("smtpauthd %s\n", SMTPAUTHD_VERSION);
+			return 0;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	if (hash)
+		return auth_hash_password(stdin, stdout);
+
+	log_init(debug || test || dump);
+	conf_defaults(&cf);
+	conf_load_file(&cf, conf_path, named);
+	for (i = 0; i < noptions; i++)
+		conf_set_option(&cf, options[i]);
+	conf_finish(&cf);
+
+	if (test) {
+		rc = conf_check(&cf, stderr) == 0 ? 0 : EX_CONFIG_;
+		if (rc == 0)
+			fprintf(stderr, "smtpauthd: configuration ok\n");
+	} else if (dump) {
+		for (i = 0; i < cf.nerrors; i++)
+			fprintf(stderr, "smtpauthd: %s\n", cf.errors[i]);
+		conf_print(&cf, stdout);
+		rc = cf.nerrors == 0 ? 0 : EX_CONFIG_;
+	} else
+		rc = serve(&cf);
+	conf_free(&cf);
+	return rc;
+}

@@ -1,0 +1,229 @@
+/*
+ * smtpauthd.h - the types shared by the pieces of smtpauthd (configuration,
+ * connection I/O, the SMTP session and its envelope) and their prototypes.
+ * Each .c file owns one concern; this header is the only place they meet.
+ */
+#ifndef SMTPAUTHD_H
+#define SMTPAUTHD_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define SMTPAUTHD_VERSION	"0.1.0"
+
+#define EX_OK_			0
+#define EX_SOFTWARE_		70	/* sysexits.h EX_SOFTWARE */
+#define EX_CONFIG_		78	/* sysexits.h EX_CONFIG */
+
+/* RFC 5321 4.5.3.1 limits, in octets. */
+#define SMTP_CMD_MAX		512	/* command line, CRLF included */
+#define SMTP_AUTH_LINE_MAX	12288	/* AUTH with initial response, and AUTH continuations */
+#define SMTP_TEXT_LINE_MAX	1000	/* DATA text line, CRLF included */
+#define SMTP_LOCAL_MAX		64
+#define SMTP_DOMAIN_MAX		255
+#define SMTP_PATH_MAX		256	/* "<" and ">" included */
+
+#define AUTH_USER_MAX		256
+#define AUTH_PASS_MAX		1024
+#define HOSTNAME_MAX		255
+#define PEER_MAX		64	/* an IPv6 text address fits */
+#define QUEUE_ID_LEN		16
+
+/* ---- configuration (conf.c) ---- */
+
+enum auth_backend { AUTH_PAM, AUTH_FILE };
+enum tls_mode { TLS_UNSET, TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
+enum inject_mode { INJECT_ENVELOPE, INJECT_HEADERS };
+
+struct config {
+	char		*hostname;
+	enum auth_backend auth;
+	char		*pam_service;
+	char		*passwd_file;
+	int		 auth_require_tls;
+	enum tls_mode	 tls;
+	char		*tls_cert;
+	char		*tls_key;
+	char		*sendmail;
+	enum inject_mode inject;
+	uint64_t	 max_message_size;
+	uint64_t	 max_recipients;
+	uint64_t	 max_auth_failures;
+	uint64_t	 max_errors;
+	uint64_t	 auth_failure_delay;
+	uint64_t	 timeout;
+	uint64_t	 data_timeout;
+	uint64_t	 sendmail_timeout;
+	char		*spool_dir;
+	char		*privsep_user;
+
+	/* Problems found while loading; reported by -t or at connection. */
+	char		**errors;
+	size_t		 nerrors;
+};
+
+void	 conf_defaults(struct config *);
+int	 conf_load_file(struct config *, const char *path, int must_exist);
+int	 conf_set(struct config *, const char *key, const char *value,
+	    const char *where);
+int	 conf_set_option(struct config *, const char *keyvalue);
+void	 conf_finish(struct config *);
+void	 conf_print(const struct config *, FILE *);
+int	 conf_check(struct config *, FILE *);
+void	 conf_error(struct config *, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+void	 conf_free(struct config *);
+
+/* ---- logging and small helpers (smtpauthd.c) ---- */
+
+#define ESC_MAX		(4 * 256 + 8)
+
+void	 log_init(int to_stderr);
+void	 log_msg(int prio, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+const char *log_escape(const char *s, char *buf, size_t bufsize);
+const char *log_escape_text(const char *s, char *buf, size_t bufsize);
+void	 fatal(const char *what) __attribute__((noreturn));
+void	 *xcalloc(size_t, size_t);
+char	 *xstrdup(const char *);
+int64_t	  now_ms(void);
+void	  make_queue_id(char id[QUEUE_ID_LEN + 1]);
+
+/* ---- connection I/O (io.c) ---- */
+
+#define IO_INBUF_SIZE	(SMTP_AUTH_LINE_MAX + 4096)
+#define IO_OUTBUF_SIZE	8192
+
+enum io_status {
+	IO_OK = 0,
+	IO_EOF = -1,
+	IO_TIMEOUT = -2,
+	IO_ERROR = -3,
+	IO_TOOLONG = -4,
+};
+
+struct io {
+	int		 infd;
+	int		 outfd;
+	uint64_t	 write_timeout_ms;
+	char		 in[IO_INBUF_SIZE];
+	size_t		 in_start;
+	size_t		 in_end;
+	char		 out[IO_OUTBUF_SIZE];
+	size_t		 out_len;
+	int		 failed;	/* a write failed: the peer is gone */
+};
+
+void	 io_init(struct io *, int infd, int outfd, uint64_t write_timeout_ms);
+int	 io_fill(struct io *, int64_t deadline_ms);
+int	 io_getline(struct io *, char *buf, size_t bufsize, size_t maxlen,
+	    int64_t deadline_ms, size_t *lenp);
+size_t	 io_pending(const struct io *);
+const char *io_peek(const struct io *, size_t *lenp);
+void	 io_consume(struct io *, size_t n);
+void	 io_discard_input(struct io *);
+int	 io_write(struct io *, const char *buf, size_t len);
+int	 io_printf(struct io *, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+int	 io_flush(struct io *);
+
+/* ---- DATA: end of data, dot-unstuffing, line checks (data.c) ---- */
+
+enum data_state {
+	DATA_BOL,	/* at the beginning of a line */
+	DATA_BOL_DOT,	/* a '.' at the beginning of a line */
+	DATA_DOT_CR,	/* ".\r" at the beginning of a line */
+	DATA_TEXT,	/* inside a line */
+	DATA_CR,	/* a '\r' inside a line */
+	DATA_END,	/* <CRLF>.<CRLF> seen */
+};
+
+#define DATA_BARE_CR	0x01
+#define DATA_BARE_LF	0x02
+#define DATA_NUL	0x04
+#define DATA_LONG_LINE	0x08
+#define DATA_TOO_BIG	0x10
+
+typedef int (*data_sink)(void *arg, const char *buf, size_t len);
+
+struct data_parser {
+	enum data_state	 state;
+	unsigned	 flags;
+	uint64_t	 size;		/* message octets, CRLF form, unstuffed */
+	uint64_t	 max_size;
+	size_t		 line_len;	/* octets on this line so far, CRLF excluded */
+	data_sink	 sink;
+	void		*sink_arg;
+	int		 sink_failed;
+};
+
+void	 data_init(struct data_parser *, uint64_t max_size, data_sink, void *);
+size_t	 data_feed(struct data_parser *, const char *buf, size_t len);
+int	 data_done(const struct data_parser *);
+
+/* ---- addresses and MAIL/RCPT parameters (addr.c) ---- */
+
+enum addr_result {
+	ADDR_OK = 0,
+	ADDR_SYNTAX,		/* not a path at all */
+	ADDR_BAD,		/* a path, but a refused address */
+	ADDR_QUOTED,		/* quoted local part */
+	ADDR_TOOLONG,
+};
+
+int	 addr_parse_path(const char *s, int allow_null, char *out,
+	    size_t outsize, const char **rest);
+int	 addr_is_safe(const char *addr);
+
+/* ---- the SMTP session (smtp.c) ---- */
+
+struct session;
+
+struct envelope {
+	char		 sender[SMTP_PATH_MAX + 1];	/* "" for <> */
+	char		**rcpts;
+	size_t		 nrcpts;
+	uint64_t	 declared_size;
+	int		 body_8bit;
+};
+
+int	 smtp_session(const struct config *, struct io *, const char *peer);
+
+/* ---- authentication (auth.c) ---- */
+
+enum auth_result { AUTH_OK, AUTH_FAIL, AUTH_TEMPFAIL };
+
+int	 base64_decode(const char *in, size_t inlen, unsigned char *out,
+	    size_t outsize, size_t *outlen);
+size_t	 base64_encode(const unsigned char *in, size_t inlen, char *out,
+	    size_t outsize);
+int	 sasl_plain_split(const unsigned char *buf, size_t len,
+	    char *user, size_t usersize, char *pass, size_t passsize);
+int	 auth_user_acceptable(const char *user, size_t len);
+int	 auth_check(const struct config *, const char *user, const char *pass,
+	    const char *peer, char *canon, size_t canonsize,
+	    const char **reason);
+int	 auth_hash_password(FILE *in, FILE *out);
+int	 auth_check_passwd_file(const struct config *, FILE *report);
+
+/* ---- injection (relay.c) ---- */
+
+struct relay_reply {
+	int	 code;
+	char	 text[256];	/* enhanced code and text, no leading number */
+};
+
+int	 spool_open(const struct config *);
+int	 relay_received(const struct config *, int fd, const char *helo,
+	    const char *peer, const char *queue_id, const char *user,
+	    const struct envelope *, const char *tls_info);
+int	 relay_submit(const struct config *, const struct envelope *,
+	    int spool_fd, const char *user, const char *queue_id,
+	    struct relay_reply *);
+const char *relay_exit_reply(int status, int *code);
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * pam_counter.c - a PAM module for the protocol tests that counts how often
+ * the backend is really consulted.  Stacked before pam_matrix in the test
+ * service file, each pam_sm_authenticate and pam_sm_acct_mgmt call appends
+ * one line to the file named by its "file=" argument:
+ *
+ *     authenticate user=USER rhost=RHOST service=SERVICE
+ *     account user=USER rhost=RHOST service=SERVICE
+ *
+ * and returns PAM_IGNORE, or the code named by "ret=" (success, auth_err,
+ * authinfo_unavail, user_unknown, acct_expired, perm_denied, system_err,
+ * new_authtok_reqd, maxtries, cred_insufficient) so that tests can make the
+ * backend fail in a chosen way.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <security/pam_modules.h>
+
+static const struct {
+	const char *name;
+	int code;
+} codes[] = {
+	{ "ignore", PAM_IGNORE },
+	{ "success", PAM_SUCCESS },
+	{ "auth_err", PAM_AUTH_ERR },
+	{ "authinfo_unavail", PAM_AUTHINFO_UNAVAIL },
+	{ "user_unknown", PAM_USER_UNKNOWN },
+	{ "acct_expired", PAM_ACCT_EXPIRED },
+	{ "perm_denied", PAM_PERM_DENIED },
+	{ "system_err", PAM_SYSTEM_ERR },
+	{ "new_authtok_reqd", PAM_NEW_AUTHTOK_REQD },
+	{ "maxtries", PAM_MAXTRIES },
+	{ "cred_insufficient", PAM_CRED_INSUFFICIENT },
+};
+
+static const char *
+item(pam_handle_t *pamh, int type)
+{
+	const void *v = NULL;
+
+	if (pam_get_item(pamh, type, &v) != PAM_SUCCESS || v == NULL)
+		return "-";
+	return v;
+}
+
+static int
+record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
+{
+	const char *file = NULL;
+	int ret = PAM_IGNORE;
+	char line[2048];
+	int fd, i, len;
+	size_t k;
+
+	for (i = 0; i < argc; i++) {
+		if (strncmp(argv[i], "file=", 5) == 0)
+			file = argv[i] + 5;
+		else if (strncmp(argv[i], "ret=", 4) == 0)
+			for (k = 0; k < sizeof codes / sizeof codes[0]; k++)
+				if (strcmp(argv[i] + 4, codes[k].name) == 0)
+					ret = codes[k].code;
+	}
+	if (file == NULL)
+		return ret;
+	len = snprintf(line, sizeof line, "%s user=%s rhost=%s service=%s\n",
+	    what, item(pamh, PAM_USER), item(pamh, PAM_RHOST),
+	    item(pamh, PAM_SERVICE));
+	if (len < 0)
+		return ret;
+	if ((size_t)len >= sizeof line)
+		len = sizeof line - 1;
+	fd = open(file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+	if (fd != -1) {
+		if (write(fd, line, (size_t)len) < 0) {
+			/* nothing to do: the count will show it */
+		}
+		close(fd);
+	}
+	return ret;
+}
+
+PAM_EXTERN int
+pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	(void)flags;
+	return record(pamh, "authenticate", argc, argv);
+}
+
+PAM_EXTERN int
+pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	(void)pamh;
+	(void)flags;
+	(void)argc;
+	(void)argv;
+	return PAM_IGNORE;
+}
+
+PAM_EXTERN int
+pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+	(void)flags;
+	return record(pamh, "account", argc, argv);
+}

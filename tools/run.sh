@@ -1,0 +1,215 @@
+#!/bin/sh
+# run.sh - what `make run` does after building: serve a demo smtpauthd on
+# 127.0.0.1:2525 (PORT=... to change), with a password file holding one
+# user, you, and a random password that it prints.
+#
+#   sh tools/run.sh          set up run/ (once) and serve, until Ctrl-C
+#   sh tools/run.sh --deps   install the missing build packages (as root,
+#                            with apt-get) or print the command that would
+#
+# run/ holds passwd (user:hash, 0600), password (the clear text, 0600, so
+# that a later run can show it again), smtpauthd.conf and, without an MTA,
+# mail/ (the messages tools/run-sendmail kept).  rm -rf run/ starts afresh.
+#
+# This is a loopback demo: AUTH is offered without TLS (auth-require-tls
+# no), so the password crosses the connection in clear.  Production uses
+# TLS and PAM: see README.md and man/smtpauthd.8.
+
+set -eu
+
+say() {
+	printf '%s\n' "$*"
+}
+
+die() {
+	printf 'run.sh: %s\n' "$*" >&2
+	exit 1
+}
+
+# ---- --deps: the packages needed to build and run ----
+
+# Is the Debian package $1 installed?  Elsewhere (no dpkg), look for a file
+# it would have provided, $2.
+have_pkg() {
+	if command -v dpkg-query >/dev/null 2>&1; then
+		dpkg-query -W -f '${Status}\n' "$1" 2>/dev/null |
+			grep -q 'install ok installed'
+	else
+		[ -e "$2" ] || command -v "$2" >/dev/null 2>&1
+	fi
+}
+
+deps() {
+	missing=''
+	# package        file or command it provides
+	for pair in \
+		build-essential:cc \
+		libpam0g-dev:/usr/include/security/pam_appl.h \
+		libcrypt-dev:/usr/include/crypt.h \
+		pkg-config:pkg-config; do
+		pkg=${pair%%:*}
+		have_pkg "$pkg" "${pair#*:}" || missing="$missing $pkg"
+	done
+	# systemd-socket-activate serves the demo; Debian ships it in systemd.
+	command -v systemd-socket-activate >/dev/null 2>&1 ||
+		missing="$missing systemd"
+	# swaks is only the client the demo suggests: nice to have.
+	optional=''
+	command -v swaks >/dev/null 2>&1 || optional=' swaks'
+
+	if [ -z "$missing" ] && [ -z "$optional" ]; then
+		say "run.sh: build dependencies present"
+		return 0
+	fi
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		# shellcheck disable=SC2086 # word splitting of the lists is meant
+		set -- $missing $optional
+		say "run.sh: installing $*"
+		export DEBIAN_FRONTEND=noninteractive
+		if ! apt-get install -y -q --no-install-recommends "$@"; then
+			say "run.sh: apt-get update, then again"
+			apt-get update -q
+			apt-get install -y -q --no-install-recommends "$@"
+		fi
+		return 0
+	fi
+	if ! command -v apt-get >/dev/null 2>&1; then
+		say "run.sh: not Debian?  Install the equivalents of:$missing$optional"
+		say "run.sh: (a C compiler, make, PAM and libxcrypt headers," \
+		    "pkg-config, systemd-socket-activate)"
+		return 0
+	fi
+	say "run.sh: missing packages; as root, run:"
+	say "    apt-get install$missing$optional"
+	if [ -n "$missing" ]; then
+		exit 1
+	fi
+	say "run.sh: (swaks is only the demo's suggested client)"
+}
+
+# ---- the demo ----
+
+# Print ${1}'s value as a shell word that a user can paste.
+quote() {
+	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+}
+
+setup_password() {
+	# 16 characters from /dev/urandom, letters and digits only, so that
+	# the password needs no quoting anywhere.
+	pw=$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' |
+		cut -c 1-16)
+	[ "${#pw}" -eq 16 ] || die "could not make a password"
+	hash=$(printf '%s\n' "$pw" | ./smtpauthd -H) ||
+		die "./smtpauthd -H failed"
+	case $hash in
+	'$'*) ;;
+	*) die "./smtpauthd -H printed no crypt(3) hash: $hash" ;;
+	esac
+	rm -f run/passwd run/password
+	printf '%s:%s\n' "$user" "$hash" >run/passwd
+	printf '%s\n' "$pw" >run/password
+	chmod 0600 run/passwd run/password
+}
+
+setup_conf() {
+	if [ -x /usr/sbin/sendmail ]; then
+		sendmail=/usr/sbin/sendmail
+	else
+		sendmail=$PWD/tools/run-sendmail
+	fi
+	cat >run/smtpauthd.conf <<EOF
+# smtpauthd.conf for \`make run\`, written once by tools/run.sh
+# (delete run/ to have it written again).  A loopback demo only:
+# AUTH without TLS, passwords in clear.  See smtpauthd.conf.example.
+auth file
+passwd-file $PWD/run/passwd
+auth-require-tls no
+auth-failure-delay 2
+hostname localhost
+sendmail $sendmail
+EOF
+	chmod 0600 run/smtpauthd.conf
+}
+
+run() {
+	[ -x ./smtpauthd ] || die "no ./smtpauthd: build it first (make)"
+	command -v systemd-socket-activate >/dev/null 2>&1 ||
+		die "no systemd-socket-activate (Debian: apt-get install systemd)"
+	port=${PORT:-2525}
+	case $port in
+	'' | *[!0-9]*) die "PORT must be a number, not \"$port\"" ;;
+	esac
+	if [ "${#port}" -gt 5 ] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]
+	then
+		die "PORT must be from 1 to 65535"
+	fi
+	user=$(id -un)
+
+	umask 077
+	mkdir -p run
+	if [ ! -s run/password ] || [ ! -s run/passwd ] ||
+	    ! grep -q "^$user:" run/passwd; then
+		setup_password
+		say "run.sh: made run/passwd with a new password for $user"
+	fi
+	pw=$(cat run/password)
+	[ -s run/smtpauthd.conf ] || setup_conf
+	sendmail=$(sed -n 's/^sendmail[[:space:]][[:space:]]*//p' \
+		run/smtpauthd.conf | tail -n 1)
+	./smtpauthd -t -f "$PWD/run/smtpauthd.conf" ||
+		die "run/smtpauthd.conf has problems (above); rm -rf run/ to start afresh"
+
+	say ""
+	say "smtpauthd demo on 127.0.0.1:$port"
+	say ""
+	say "  user:      $user"
+	say "  password:  $pw          (kept in run/password)"
+	say ""
+	say "  LOOPBACK DEMO ONLY: AUTH is offered without TLS"
+	say "  (auth-require-tls no), so the password travels in clear."
+	say "  Production uses TLS and PAM (README.md, man/smtpauthd.8)."
+	say ""
+	case $sendmail in
+	*/tools/run-sendmail)
+		say "  sendmail:  $sendmail"
+		say "             no MTA here: nothing is delivered; each message"
+		say "             is kept in $PWD/run/mail/ (.eml, and .argv)"
+		;;
+	*)
+		say "  sendmail:  $sendmail"
+		say "             the local MTA delivers for real; $user@localhost"
+		say "             is your local mailbox"
+		;;
+	esac
+	say ""
+	say "Try it, in another terminal:"
+	say ""
+	say "  swaks --server 127.0.0.1:$port --auth PLAIN" \
+	    "--auth-user $(quote "$user") --auth-password $(quote "$pw")" \
+	    "--from $(quote "$user@localhost") --to $(quote "$user@localhost")"
+	say ""
+	say "To authenticate through PAM instead (your Unix password):"
+	say "  as root: install -m 0644 pam.d/smtpauthd /etc/pam.d/smtpauthd"
+	say "           (Red Hat: pam.d/smtpauthd.rhel)"
+	say "  then put \"auth pam\" in run/smtpauthd.conf.  Run as root, PAM"
+	say "  checks any account; run as a user, pam_unix checks only yours."
+	say ""
+	say "Logs follow here (smtpauthd -d).  Ctrl-C stops."
+	say ""
+	exec systemd-socket-activate -l "127.0.0.1:$port" --inetd \
+		-a "$PWD/smtpauthd" -d -f "$PWD/run/smtpauthd.conf"
+}
+
+# Work from the top of the repository, where make runs us anyway.
+self=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd -P)/$(basename -- "$0")
+cd -- "$(dirname -- "$self")/.."
+
+case ${1:-} in
+--deps) deps ;;
+'') run ;;
+-h | --help)
+	sed -n '2,16s/^# \{0,1\}//p' "$self"
+	;;
+*) die "usage: sh tools/run.sh [--deps]" ;;
+esac
