@@ -324,7 +324,11 @@ struct auth_attempt {
 	char		 user[AUTH_USER_MAX + 2];
 	char		 pass[AUTH_PASS_MAX + 2];
 	const char	*reason;
-	int64_t		 done_ms;	/* when the last credential arrived */
+	/*
+	 * When the last credential arrived.  The failure delay runs from
+	 * here, so it also hides how long the backend took.
+	 */
+	int64_t		 done_ms;
 };
 
 /* Get a response (initial or by challenge) decoded into buf. */
@@ -366,10 +370,13 @@ auth_plain(struct session *s, const char *ir, struct auth_attempt *a)
 	return rc;
 }
 
-/* A LOGIN field: decoded text that must not hide a NUL. */
+/*
+ * A LOGIN field.  One that hides a NUL or is longer than any we accept is
+ * marked unusable rather than cut, so that no prefix of it is ever tried.
+ */
 static int
 auth_login_field(struct session *s, const char *ir, const char *challenge,
-    char *out, size_t outsize, int *has_nul)
+    char *out, size_t outsize, int *unusable)
 {
 	unsigned char	 buf[SMTP_AUTH_LINE_MAX];
 	size_t		 len;
@@ -377,9 +384,9 @@ auth_login_field(struct session *s, const char *ir, const char *challenge,
 
 	rc = auth_response(s, ir, challenge, buf, sizeof(buf), &len);
 	if (rc == STEP_OK) {
+		*unusable = len >= outsize || memchr(buf, '\0', len) != NULL;
 		if (len >= outsize)
-			len = outsize - 1;	/* longer than any we accept */
-		*has_nul = memchr(buf, '\0', len) != NULL;
+			len = outsize - 1;
 		memcpy(out, buf, len);
 		out[len] = '\0';
 	}
@@ -390,17 +397,17 @@ auth_login_field(struct session *s, const char *ir, const char *challenge,
 static int
 auth_login(struct session *s, const char *ir, struct auth_attempt *a)
 {
-	int rc, nul_user = 0, nul_pass = 0;
+	int rc, bad_user = 0, bad_pass = 0;
 
 	/* "Username:" and "Password:", as every LOGIN client expects. */
 	rc = auth_login_field(s, ir, "VXNlcm5hbWU6", a->user, sizeof(a->user),
-	    &nul_user);
+	    &bad_user);
 	if (rc == STEP_OK)
 		rc = auth_login_field(s, NULL, "UGFzc3dvcmQ6", a->pass,
-		    sizeof(a->pass), &nul_pass);
-	if (rc == STEP_OK && nul_user)
+		    sizeof(a->pass), &bad_pass);
+	if (rc == STEP_OK && bad_user)
 		a->reason = "bad-username";
-	else if (rc == STEP_OK && nul_pass)
+	else if (rc == STEP_OK && bad_pass)
 		a->reason = "bad-password";
 	return rc;
 }
@@ -452,7 +459,6 @@ auth_run(struct session *s, struct auth_attempt *a)
 	}
 	rc = auth_check(s->cf, a->user, a->pass, s->peer, canon, sizeof(canon),
 	    &a->reason);
-	a->done_ms = now_ms();
 	if (rc == AUTH_OK) {
 		char esc[ESC_MAX];
 

@@ -252,9 +252,13 @@ main(int argc, char *argv[])
 	size_t		 noptions = 0, i;
 	int		 ch, debug = 0, test = 0, dump = 0, hash = 0, named = 0;
 	int		 rc;
+	struct rlimit	 nocore = { 0, 0 };
 
 	sanitise_fds();
 	umask(077);
+	/* A core file would hold passwords. */
+	if (setrlimit(RLIMIT_CORE, &nocore) == -1)
+		err(71, "setrlimit");
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		err(71, "signal");
 	while ((ch = getopt(argc, argv, "df:Ho:tTV")) != -1) {
