@@ -89,6 +89,41 @@ deps() {
 
 # ---- the demo ----
 
+# The account to log in as: you.  But run as root, smtpauthd switches to
+# the authenticated user to run sendmail and never does so for root, so
+# then take the user sudo came from, or else "nobody".
+pick_user() {
+	user=$(id -un)
+	[ "$(id -u)" = 0 ] || return 0
+	if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] &&
+	    uid=$(id -u -- "$SUDO_USER" 2>/dev/null) && [ "$uid" != 0 ]; then
+		user=$SUDO_USER
+	elif id -u nobody >/dev/null 2>&1; then
+		user=nobody
+	else
+		die "running as root, and no unprivileged account to run sendmail as"
+	fi
+	as_root_note=yes
+}
+
+# Run as root with tools/run-sendmail: let $user, whom sendmail runs as,
+# reach the program and write run/mail/.
+share_mail_dir() {
+	chmod 0711 run
+	mkdir -p run/mail
+	chown -- "$user" run/mail
+	chmod 0700 run/mail
+	# shellcheck disable=SC2016 # $1 is expanded by the inner sh
+	if command -v runuser >/dev/null 2>&1 &&
+	    ! runuser -u "$user" -- sh -c \
+	    'test -x "$1/tools/run-sendmail" && test -w "$1/run/mail"' \
+	    sh "$PWD"; then
+		say "run.sh: warning: $user cannot run $PWD/tools/run-sendmail"
+		say "run.sh: or write $PWD/run/mail (a directory above not"
+		say "run.sh: searchable by others?): messages will get 451"
+	fi
+}
+
 # Print ${1}'s value as a shell word that a user can paste.
 quote() {
 	printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
@@ -144,7 +179,8 @@ run() {
 	then
 		die "PORT must be from 1 to 65535"
 	fi
-	user=$(id -un)
+	as_root_note=''
+	pick_user
 
 	umask 077
 	mkdir -p run
@@ -157,6 +193,9 @@ run() {
 	[ -s run/smtpauthd.conf ] || setup_conf
 	sendmail=$(sed -n 's/^sendmail[[:space:]][[:space:]]*//p' \
 		run/smtpauthd.conf | tail -n 1)
+	case $as_root_note$sendmail in
+	yes*/tools/run-sendmail) share_mail_dir ;;
+	esac
 	./smtpauthd -t -f "$PWD/run/smtpauthd.conf" ||
 		die "run/smtpauthd.conf has problems (above); rm -rf run/ to start afresh"
 
@@ -166,6 +205,11 @@ run() {
 	say "  user:      $user"
 	say "  password:  $pw          (kept in run/password)"
 	say ""
+	if [ -n "$as_root_note" ]; then
+		say "  (run as root: smtpauthd hands mail to sendmail as the"
+		say "  authenticated user, never as root, so the demo user is $user)"
+		say ""
+	fi
 	say "  LOOPBACK DEMO ONLY: AUTH is offered without TLS"
 	say "  (auth-require-tls no), so the password travels in clear."
 	say "  Production uses TLS and PAM (README.md, man/smtpauthd.8)."
@@ -189,11 +233,12 @@ run() {
 	    "--auth-user $(quote "$user") --auth-password $(quote "$pw")" \
 	    "--from $(quote "$user@localhost") --to $(quote "$user@localhost")"
 	say ""
-	say "To authenticate through PAM instead (your Unix password):"
+	say "To authenticate through PAM instead (Unix accounts and passwords):"
 	say "  as root: install -m 0644 pam.d/smtpauthd /etc/pam.d/smtpauthd"
 	say "           (Red Hat: pam.d/smtpauthd.rhel)"
-	say "  then put \"auth pam\" in run/smtpauthd.conf.  Run as root, PAM"
-	say "  checks any account; run as a user, pam_unix checks only yours."
+	say "  then put \"auth pam\" in run/smtpauthd.conf.  Run as root, any"
+	say "  account but root can log in and send; run as a user, pam_unix"
+	say "  checks only that user's own password."
 	say ""
 	say "Logs follow here (smtpauthd -d).  Ctrl-C stops."
 	say ""
