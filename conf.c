@@ -38,6 +38,7 @@ static const char *const auth_names[] = { "pam", "file", NULL };
 static const char *const tls_names[] = { "", "none", "starttls", "implicit",
     NULL };
 static const char *const inject_names[] = { "envelope", "headers", NULL };
+static const char *const tls_version_names[] = { "1.2", "1.3", NULL };
 
 #define OFF(f)	offsetof(struct config, f)
 
@@ -52,6 +53,9 @@ static const struct conf_key conf_keys[] = {
 	{ "tls", K_ENUM, OFF(tls), 0, 0, tls_names, NULL },
 	{ "tls-cert", K_PATH, OFF(tls_cert), 0, 0, NULL, NULL },
 	{ "tls-key", K_PATH, OFF(tls_key), 0, 0, NULL, NULL },
+	{ "tls-min-version", K_ENUM, OFF(tls_min_version), 0, 0,
+	    tls_version_names, "1.2" },
+	{ "tls-ciphers", K_STRING, OFF(tls_ciphers), 0, 0, NULL, NULL },
 	{ "sendmail", K_PATH, OFF(sendmail), 0, 0, NULL,
 	    "/usr/sbin/sendmail" },
 	{ "inject", K_ENUM, OFF(inject), 0, 0, inject_names, "envelope" },
@@ -132,6 +136,18 @@ valid_hostname(const char *s)
 	return n > 0 && n <= HOSTNAME_MAX && s[0] != '-' && s[0] != '.';
 }
 
+/* One word of printable ASCII. */
+static int
+valid_word(const char *s)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (s[n] <= ' ' || s[n] >= 0x7f)
+			return 0;
+	return n > 0 && n <= 1024;
+}
+
 static int
 valid_path(const char *s)
 {
@@ -170,6 +186,8 @@ conf_set(struct config *cf, const char *key, const char *value,
 	}
 	switch (k->kind) {
 	case K_STRING:
+		if (!valid_word(value))
+			break;
 		set_string((char **)(base + k->offset), value);
 		return 0;
 	case K_PATH:
@@ -355,6 +373,7 @@ conf_finish(struct config *cf)
 	if (cf->tls != TLS_NONE && (cf->tls_cert == NULL || cf->tls_key == NULL))
 		conf_error(cf, "tls %s needs tls-cert and tls-key",
 		    tls_names[cf->tls]);
+
 }
 
 void
@@ -418,6 +437,27 @@ check_pam_service(struct config *cf)
 	    "to the \"other\" service)", cf->pam_service, cf->pam_service);
 }
 
+/* The certificate and key load and match, and are not about to expire. */
+static void
+check_tls(struct config *cf, FILE *report)
+{
+	struct ssl_ctx_st	*ctx;
+	char			 why[1024];
+	int			 days;
+
+	if ((ctx = tls_context(cf, why, sizeof(why))) == NULL) {
+		conf_error(cf, "%s", why);
+		return;
+	}
+	days = tls_cert_days_left(ctx);
+	if (days < 0)
+		conf_error(cf, "tls-cert %s has expired", cf->tls_cert);
+	else if (days < 14)
+		fprintf(report, "smtpauthd: warning: tls-cert %s expires in "
+		    "%d days\n", cf->tls_cert, days);
+	tls_context_free(ctx);
+}
+
 /*
  * -t: beyond the syntax already checked while loading, is each thing the
  * configuration names usable?  Returns the number of problems.
@@ -440,13 +480,12 @@ conf_check(struct config *cf, FILE *report)
 		conf_error(cf, "spool-dir %s: not a directory", cf->spool_dir);
 	else
 		check_file(cf, "spool-dir", cf->spool_dir, W_OK | X_OK);
-	if (cf->tls_cert != NULL)
-		check_file(cf, "tls-cert", cf->tls_cert, R_OK);
-	if (cf->tls_key != NULL)
-		check_file(cf, "tls-key", cf->tls_key, R_OK);
 	if (cf->tls != TLS_NONE)
-		conf_error(cf, "tls %s: this version of smtpauthd has no TLS "
-		    "support yet", tls_names[cf->tls]);
+		check_tls(cf, report);
+	else if (cf->auth_require_tls)
+		fprintf(report, "smtpauthd: warning: tls none with "
+		    "auth-require-tls yes: AUTH is never offered, so no one "
+		    "can send\n");
 	if (cf->max_message_size > SIZE_MAX / 2)
 		conf_error(cf, "max-message-size %llu: too large for this "
 		    "machine", (unsigned long long)cf->max_message_size);

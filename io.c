@@ -73,6 +73,13 @@ io_fill(struct io *io, int64_t deadline_ms)
 	}
 	if (io->in_end == sizeof(io->in))
 		return IO_TOOLONG;
+	if (io->tls != NULL) {
+		n = tls_read(io->tls, io->in + io->in_end,
+		    sizeof(io->in) - io->in_end, deadline_ms);
+		if (n > 0)
+			io->in_end += (size_t)n;
+		return n == 0 ? IO_EOF : (int)n;
+	}
 	for (;;) {
 		n = read(io->infd, io->in + io->in_end,
 		    sizeof(io->in) - io->in_end);
@@ -91,10 +98,12 @@ io_fill(struct io *io, int64_t deadline_ms)
 	}
 }
 
+/* Input already received: ours, and what TLS has decrypted but not given. */
 size_t
 io_pending(const struct io *io)
 {
-	return io->in_end - io->in_start;
+	return io->in_end - io->in_start +
+	    (io->tls != NULL ? tls_pending(io->tls) : 0);
 }
 
 const char *
@@ -118,6 +127,18 @@ void
 io_discard_input(struct io *io)
 {
 	io->in_start = io->in_end = 0;
+}
+
+/*
+ * From here on the connection is TLS.  Whatever arrived in plaintext
+ * before the handshake is dropped: it was not protected, and a man in the
+ * middle may have put it there (CVE-2011-0411).
+ */
+void
+io_start_tls(struct io *io, struct ssl_st *ssl)
+{
+	io_discard_input(io);
+	io->tls = ssl;
 }
 
 /* Drop input up to and including the next LF, reading as needed. */
@@ -183,6 +204,11 @@ write_all(struct io *io, const char *buf, size_t len)
 	int64_t	 deadline = now_ms() + (int64_t)io->write_timeout_ms;
 	ssize_t	 n;
 
+	if (io->tls != NULL) {
+		if (tls_write(io->tls, buf, len, deadline) == -1)
+			io->failed = 1;
+		return io->failed ? -1 : 0;
+	}
 	while (len > 0) {
 		n = write(io->outfd, buf, len);
 		if (n > 0) {

@@ -37,6 +37,9 @@ struct session {
 	uint64_t		 auth_failures;
 	uint64_t		 commands;
 	uint64_t		 messages;
+	struct ssl_ctx_st	*starttls_ctx;	/* NULL: STARTTLS unavailable */
+	char			 tls_version[32];	/* "none" until TLS */
+	char			 tls_cipher[64];
 	const char		*log_cmd;	/* verb whose refusals are logged */
 	const char		*close_reason;	/* set: the session is over */
 };
@@ -65,6 +68,7 @@ static void cmd_noop(struct session *, char *);
 static void cmd_quit(struct session *, char *);
 static void cmd_vrfy(struct session *, char *);
 static void cmd_help(struct session *, char *);
+static void cmd_starttls(struct session *, char *);
 static void cmd_not_implemented(struct session *, char *);
 
 static const struct smtp_cmd smtp_cmds[] = {
@@ -81,7 +85,7 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "QUIT", cmd_quit, CMD_FLUSH },
 	{ "VRFY", cmd_vrfy, CMD_FLUSH },
 	{ "HELP", cmd_help, CMD_FLUSH },
-	{ "STARTTLS", cmd_not_implemented, CMD_FLUSH },
+	{ "STARTTLS", cmd_starttls, CMD_FLUSH },
 	{ "EXPN", cmd_not_implemented, CMD_FLUSH },
 	{ "ETRN", cmd_not_implemented, CMD_FLUSH },
 	{ "TURN", cmd_not_implemented, CMD_FLUSH },
@@ -180,7 +184,14 @@ helo_acceptable(const char *arg)
 static int
 auth_offered(const struct session *s)
 {
-	return !s->cf->auth_require_tls;
+	return s->io->tls != NULL || !s->cf->auth_require_tls;
+}
+
+static int
+starttls_offered(const struct session *s)
+{
+	return s->cf->tls == TLS_STARTTLS && s->starttls_ctx != NULL &&
+	    s->io->tls == NULL;
 }
 
 static int
@@ -220,6 +231,8 @@ cmd_ehlo(struct session *s, char *arg)
 	io_printf(io, "250-SIZE %llu\r\n",
 	    (unsigned long long)s->cf->max_message_size);
 	io_printf(io, "250-8BITMIME\r\n");
+	if (starttls_offered(s))
+		io_printf(io, "250-STARTTLS\r\n");
 	if (auth_offered(s))
 		io_printf(io, "250-AUTH PLAIN LOGIN\r\n");
 	io_printf(io, "250 ENHANCEDSTATUSCODES\r\n");
@@ -264,6 +277,64 @@ cmd_help(struct session *s, char *arg)
 	(void)arg;
 	reply(s, 214, "2.0.0 Commands: EHLO HELO AUTH MAIL RCPT DATA RSET "
 	    "NOOP QUIT VRFY HELP");
+}
+
+static void
+note_tls(struct session *s)
+{
+	if (s->io->tls == NULL)
+		snprintf(s->tls_version, sizeof(s->tls_version), "none");
+	else
+		tls_describe(s->io->tls, s->tls_version,
+		    sizeof(s->tls_version), s->tls_cipher,
+		    sizeof(s->tls_cipher));
+}
+
+/*
+ * RFC 3207.  After the handshake the session starts over: nothing the
+ * client said in plaintext (HELO, AUTH, a transaction, pipelined lines)
+ * survives into the protected session.
+ */
+static void
+cmd_starttls(struct session *s, char *arg)
+{
+	struct ssl_st *ssl;
+
+	if (s->cf->tls == TLS_NONE) {
+		reply_error(s, 502, "5.5.1 Command not implemented");
+		return;
+	}
+	if (s->io->tls != NULL) {
+		reply_error(s, 503, "5.5.1 TLS already active");
+		return;
+	}
+	if (*arg != '\0') {
+		reply_error(s, 501, "5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->starttls_ctx == NULL) {
+		reply(s, 454, "4.7.0 TLS not available due to local problem");
+		return;
+	}
+	reply(s, 220, "2.0.0 Ready to start TLS");
+	if (io_flush(s->io) == -1) {
+		close_session(s, "write-error");
+		return;
+	}
+	io_discard_input(s->io);
+	ssl = tls_accept(s->starttls_ctx, s->io->infd, s->io->outfd,
+	    now_ms() + (int64_t)s->cf->timeout * 1000, s->peer);
+	if (ssl == NULL) {
+		close_session(s, "tls-failed");
+		return;
+	}
+	io_start_tls(s->io, ssl);
+	envelope_reset(s);
+	s->helo[0] = '\0';
+	s->ehlo = 0;
+	s->authenticated = 0;
+	s->user[0] = '\0';
+	note_tls(s);
 }
 
 static void
@@ -432,9 +503,9 @@ auth_failed(struct session *s, struct auth_attempt *a, int code,
 {
 	char esc[ESC_MAX];
 
-	log_msg(LOG_NOTICE, "auth failed user=%s mech=%s ip=%s reason=%s",
-	    a->user[0] != '\0' ? log_escape(a->user, esc, sizeof(esc)) : "-",
-	    a->mech, s->peer, a->reason);
+	log_msg(LOG_NOTICE, "auth failed user=%s mech=%s ip=%s reason=%s "
+	    "tls=%s", a->user[0] != '\0' ? log_escape(a->user, esc,
+	    sizeof(esc)) : "-", a->mech, s->peer, a->reason, s->tls_version);
 	auth_delay(s, a->done_ms);
 	if (code != 454 && ++s->auth_failures >= s->cf->max_auth_failures) {
 		reply(s, 421, "4.7.0 %s Too many authentication failures",
@@ -464,8 +535,9 @@ auth_run(struct session *s, struct auth_attempt *a)
 
 		s->authenticated = 1;
 		snprintf(s->user, sizeof(s->user), "%s", canon);
-		log_msg(LOG_INFO, "auth ok user=%s mech=%s ip=%s",
-		    log_escape(s->user, esc, sizeof(esc)), a->mech, s->peer);
+		log_msg(LOG_INFO, "auth ok user=%s mech=%s ip=%s tls=%s",
+		    log_escape(s->user, esc, sizeof(esc)), a->mech, s->peer,
+		    s->tls_version);
 		reply(s, 235, "2.7.0 Authentication successful");
 	} else if (rc == AUTH_TEMPFAIL)
 		auth_failed(s, a, 454, "4.7.0 Temporary authentication failure");
@@ -832,9 +904,10 @@ data_deliver(struct session *s, int spool_fd, const char *queue_id,
 		return;
 	s->messages++;
 	log_msg(LOG_INFO, "queued id=%s user=%s from=<%s> nrcpt=%zu size=%llu "
-	    "ip=%s", queue_id, log_escape(s->user, esc_user, sizeof(esc_user)),
-	    log_escape(s->env.sender, esc_from, sizeof(esc_from)),
-	    s->env.nrcpts, (unsigned long long)size, s->peer);
+	    "ip=%s tls=%s", queue_id, log_escape(s->user, esc_user,
+	    sizeof(esc_user)), log_escape(s->env.sender, esc_from,
+	    sizeof(esc_from)), s->env.nrcpts, (unsigned long long)size,
+	    s->peer, s->tls_version);
 }
 
 static void
@@ -842,7 +915,7 @@ cmd_data(struct session *s, char *arg)
 {
 	struct data_parser	 dp;
 	struct spool		 sp;
-	char			 queue_id[QUEUE_ID_LEN + 1];
+	char			 queue_id[QUEUE_ID_LEN + 1], tls_info[128];
 	const char		*verdict;
 	int			 code;
 
@@ -852,9 +925,13 @@ cmd_data(struct session *s, char *arg)
 	}
 	memset(&sp, 0, sizeof(sp));
 	make_queue_id(queue_id);
+	tls_info[0] = '\0';
+	if (s->io->tls != NULL)
+		snprintf(tls_info, sizeof(tls_info), "(using %s with cipher %s)",
+		    s->tls_version, s->tls_cipher);
 	if ((sp.fd = spool_open(s->cf)) == -1 ||
 	    relay_received(s->cf, sp.fd, s->helo, s->peer, queue_id, s->user,
-	    &s->env, NULL) == -1) {
+	    &s->env, tls_info[0] != '\0' ? tls_info : NULL) == -1) {
 		if (sp.fd != -1)
 			close(sp.fd);
 		reply(s, 451, "4.3.0 Local error in processing");
@@ -981,7 +1058,8 @@ read_command(struct session *s)
 }
 
 int
-smtp_session(const struct config *cf, struct io *io, const char *peer)
+smtp_session(const struct config *cf, struct io *io, const char *peer,
+    struct ssl_ctx_st *starttls_ctx)
 {
 	struct session	 s;
 	char		 esc[ESC_MAX];
@@ -990,6 +1068,8 @@ smtp_session(const struct config *cf, struct io *io, const char *peer)
 	s.cf = cf;
 	s.io = io;
 	s.peer = peer;
+	s.starttls_ctx = starttls_ctx;
+	note_tls(&s);
 	reply(&s, 220, "%s ESMTP", cf->hostname);
 	if (io_flush(io) == -1)
 		close_session(&s, "write-error");

@@ -212,34 +212,61 @@ sanitise_fds(void)
 		close(fd);
 }
 
+/* The context for STARTTLS or implicit TLS; NULL with the reason logged. */
+static struct ssl_ctx_st *
+load_tls(const struct config *cf)
+{
+	struct ssl_ctx_st	*ctx;
+	char			 why[1024];
+
+	if (cf->tls == TLS_NONE)
+		return NULL;
+	if ((ctx = tls_context(cf, why, sizeof(why))) == NULL)
+		log_msg(LOG_ERR, "tls unavailable: %s", why);
+	return ctx;
+}
+
 static int
 serve(struct config *cf)
 {
-	struct io	*io;
-	char		 peer[PEER_MAX];
-	size_t		 i;
+	struct io		*io;
+	struct ssl_ctx_st	*ctx;
+	struct ssl_st		*ssl;
+	char			 peer[PEER_MAX];
+	size_t			 i;
 
 	peer_address(peer, sizeof(peer));
 	log_msg(LOG_INFO, "connect ip=%s", peer);
-	if (cf->tls == TLS_IMPLICIT)
-		conf_error(cf, "tls implicit: this version has no TLS support");
 	if (cf->nerrors > 0) {
 		for (i = 0; i < cf->nerrors; i++)
 			log_msg(LOG_ERR, "config error: %s", cf->errors[i]);
-		if (cf->tls != TLS_IMPLICIT) {
+		/* An implicit-TLS client would read plaintext as garbage. */
+		if (cf->tls != TLS_IMPLICIT)
 			dprintf(1, "421 4.3.0 %s Service unavailable: "
 			    "configuration error\r\n", cf->hostname);
-		}
 		log_msg(LOG_INFO, "disconnect ip=%s user=- reason=config-error "
 		    "commands=0 messages=0", peer);
 		return EX_CONFIG_;
 	}
-	if (cf->tls == TLS_STARTTLS)
-		log_msg(LOG_WARNING, "tls starttls: this version has no TLS "
-		    "support; STARTTLS is not offered");
+	ctx = load_tls(cf);
 	io = xcalloc(1, sizeof(*io));
 	io_init(io, 0, 1, cf->timeout * 1000);
-	smtp_session(cf, io, peer);
+	if (cf->tls == TLS_IMPLICIT) {
+		ssl = ctx == NULL ? NULL : tls_accept(ctx, 0, 1, now_ms() +
+		    (int64_t)cf->timeout * 1000, peer);
+		if (ssl == NULL) {
+			log_msg(LOG_INFO, "disconnect ip=%s user=- reason=%s "
+			    "commands=0 messages=0", peer, ctx == NULL ?
+			    "tls-unavailable" : "tls-failed");
+			tls_context_free(ctx);
+			free(io);
+			return ctx == NULL ? EX_CONFIG_ : 0;
+		}
+		io_start_tls(io, ssl);
+	}
+	smtp_session(cf, io, peer, cf->tls == TLS_STARTTLS ? ctx : NULL);
+	tls_close(io->tls);
+	tls_context_free(ctx);
 	free(io);
 	return 0;
 }

@@ -38,6 +38,7 @@
 enum auth_backend { AUTH_PAM, AUTH_FILE };
 enum tls_mode { TLS_UNSET, TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 enum inject_mode { INJECT_ENVELOPE, INJECT_HEADERS };
+enum tls_version { TLS_V1_2, TLS_V1_3 };
 
 struct config {
 	char		*hostname;
@@ -48,6 +49,8 @@ struct config {
 	enum tls_mode	 tls;
 	char		*tls_cert;
 	char		*tls_key;
+	enum tls_version tls_min_version;
+	char		*tls_ciphers;		/* NULL: our default */
 	char		*sendmail;
 	enum inject_mode inject;
 	uint64_t	 max_message_size;
@@ -106,9 +109,13 @@ enum io_status {
 	IO_TOOLONG = -4,
 };
 
+struct ssl_st;
+struct ssl_ctx_st;
+
 struct io {
 	int		 infd;
 	int		 outfd;
+	struct ssl_st	*tls;		/* set: TLS is on */
 	uint64_t	 write_timeout_ms;
 	char		 in[IO_INBUF_SIZE];
 	size_t		 in_start;
@@ -130,6 +137,23 @@ int	 io_write(struct io *, const char *buf, size_t len);
 int	 io_printf(struct io *, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 int	 io_flush(struct io *);
+void	 io_start_tls(struct io *, struct ssl_st *);
+
+/* ---- TLS (tls.c) ---- */
+
+struct ssl_ctx_st *tls_context(const struct config *, char *err,
+	    size_t errsize);
+void	 tls_context_free(struct ssl_ctx_st *);
+int	 tls_cert_days_left(struct ssl_ctx_st *);
+struct ssl_st *tls_accept(struct ssl_ctx_st *, int infd, int outfd,
+	    int64_t deadline_ms, const char *peer);
+int	 tls_read(struct ssl_st *, char *buf, size_t len, int64_t deadline_ms);
+int	 tls_write(struct ssl_st *, const char *buf, size_t len,
+	    int64_t deadline_ms);
+size_t	 tls_pending(struct ssl_st *);
+void	 tls_describe(struct ssl_st *, char *version, size_t vsize,
+	    char *cipher, size_t csize);
+void	 tls_close(struct ssl_st *);
 
 /* ---- DATA: end of data, dot-unstuffing, line checks (data.c) ---- */
 
@@ -191,7 +215,8 @@ struct envelope {
 	int		 body_8bit;
 };
 
-int	 smtp_session(const struct config *, struct io *, const char *peer);
+int	 smtp_session(const struct config *, struct io *, const char *peer,
+	    struct ssl_ctx_st *starttls_ctx);
 
 /* ---- authentication (auth.c) ---- */
 

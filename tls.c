@@ -1,0 +1,285 @@
+/*
+ * tls.c - TLS on the client connection (OpenSSL 3): the server context
+ * built from the configuration, the handshake on fds 0/1 for STARTTLS
+ * (RFC 3207) and implicit TLS (RFC 8314), and the read/write calls io.c
+ * uses once TLS is on, so that nothing above io.c knows the transport.
+ *
+ * One process serves one connection, so there is nothing to resume a
+ * session from: no tickets are sent and no session cache is kept.  Not
+ * sending the TLS 1.3 NewSessionTicket also keeps a small write from
+ * sitting behind Nagle's algorithm before the first reply.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "smtpauthd.h"
+
+/* ECDHE key exchange and AEAD ciphers only, for TLS 1.2. */
+#define TLS12_CIPHERS_DEFAULT	"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
+
+static void
+tls_errors(char *buf, size_t size)
+{
+	unsigned long	 e;
+	size_t		 len = 0;
+
+	buf[0] = '\0';
+	while ((e = ERR_get_error()) != 0) {
+		if (len + 2 >= size)
+			continue;
+		if (len > 0) {
+			buf[len++] = ';';
+			buf[len] = '\0';
+		}
+		ERR_error_string_n(e, buf + len, size - len);
+		len = strlen(buf);
+	}
+	if (buf[0] == '\0')
+		snprintf(buf, size, "%s", errno != 0 ? strerror(errno) :
+		    "unknown error");
+}
+
+/*
+ * Builds the server context; on failure returns NULL and says why in err
+ * (the certificate or key could not be loaded, or do not match).
+ */
+void
+tls_context_free(SSL_CTX *ctx)
+{
+	SSL_CTX_free(ctx);
+}
+
+SSL_CTX *
+tls_context(const struct config *cf, char *err, size_t errsize)
+{
+	SSL_CTX		*ctx;
+	char		 why[512];
+
+	err[0] = '\0';
+	ERR_clear_error();
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		tls_errors(why, sizeof(why));
+		snprintf(err, errsize, "SSL_CTX_new: %s", why);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, cf->tls_min_version == TLS_V1_3 ?
+	    TLS1_3_VERSION : TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
+	    SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	if (SSL_CTX_set_cipher_list(ctx, cf->tls_ciphers != NULL ?
+	    cf->tls_ciphers : TLS12_CIPHERS_DEFAULT) != 1) {
+		tls_errors(why, sizeof(why));
+		snprintf(err, errsize, "tls-ciphers: %s", why);
+		goto fail;
+	}
+	if (cf->tls_cert == NULL || cf->tls_key == NULL) {
+		snprintf(err, errsize, "tls-cert and tls-key must both be set");
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cf->tls_cert) != 1) {
+		tls_errors(why, sizeof(why));
+		snprintf(err, errsize, "tls-cert %s: %s", cf->tls_cert, why);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, cf->tls_key, SSL_FILETYPE_PEM)
+	    != 1) {
+		tls_errors(why, sizeof(why));
+		snprintf(err, errsize, "tls-key %s: %s", cf->tls_key, why);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		tls_errors(why, sizeof(why));
+		snprintf(err, errsize, "tls-key %s does not match tls-cert %s: "
+		    "%s", cf->tls_key, cf->tls_cert, why);
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* For -t: days until the certificate expires (negative: expired). */
+int
+tls_cert_days_left(SSL_CTX *ctx)
+{
+	X509	*cert = SSL_CTX_get0_certificate(ctx);
+	int	 days = 0, secs = 0;
+
+	if (cert == NULL ||
+	    ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cert)) != 1)
+		return -1000;
+	if (days == 0 && secs < 0)
+		days = -1;
+	return days;
+}
+
+/* Small replies must not wait for the peer's delayed ACK. */
+static void
+set_nodelay(int fd)
+{
+	int on = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
+/* Wait for what OpenSSL asked for; IO_OK, IO_TIMEOUT or IO_ERROR. */
+static int
+tls_wait(SSL *ssl, int rc, int64_t deadline_ms)
+{
+	struct pollfd	 pfd;
+	int64_t		 left;
+	int		 n;
+
+	switch (SSL_get_error(ssl, rc)) {
+	case SSL_ERROR_WANT_READ:
+		pfd.fd = SSL_get_rfd(ssl);
+		pfd.events = POLLIN;
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		pfd.fd = SSL_get_wfd(ssl);
+		pfd.events = POLLOUT;
+		break;
+	default:
+		return IO_ERROR;
+	}
+	for (;;) {
+		if ((left = deadline_ms - now_ms()) <= 0)
+			return IO_TIMEOUT;
+		pfd.revents = 0;
+		n = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+		if (n > 0)
+			return IO_OK;
+		if (n == -1 && errno != EINTR)
+			return IO_ERROR;
+	}
+}
+
+/*
+ * The handshake on the connection.  Returns the SSL object, or NULL with
+ * the reason logged (timeout, a client speaking plaintext, a protocol
+ * version or cipher we do not accept...).
+ */
+SSL *
+tls_accept(SSL_CTX *ctx, int infd, int outfd, int64_t deadline_ms,
+    const char *peer)
+{
+	SSL	*ssl;
+	char	 why[512];
+	int	 rc, w;
+
+	ERR_clear_error();
+	set_nodelay(outfd);
+	if ((ssl = SSL_new(ctx)) == NULL || SSL_set_rfd(ssl, infd) != 1 ||
+	    SSL_set_wfd(ssl, outfd) != 1) {
+		tls_errors(why, sizeof(why));
+		log_msg(LOG_ERR, "tls failed ip=%s reason=\"%s\"", peer, why);
+		SSL_free(ssl);
+		return NULL;
+	}
+	while ((rc = SSL_accept(ssl)) != 1) {
+		errno = 0;
+		w = tls_wait(ssl, rc, deadline_ms);
+		if (w == IO_OK)
+			continue;
+		if (w == IO_TIMEOUT)
+			snprintf(why, sizeof(why), "handshake timeout");
+		else if (rc == 0 || (SSL_get_error(ssl, rc) == SSL_ERROR_SYSCALL &&
+		    ERR_peek_error() == 0))
+			snprintf(why, sizeof(why), "connection closed during "
+			    "handshake");
+		else
+			tls_errors(why, sizeof(why));
+		log_msg(LOG_NOTICE, "tls failed ip=%s reason=\"%s\"", peer, why);
+		SSL_free(ssl);
+		return NULL;
+	}
+	return ssl;
+}
+
+/* Like read(2): > 0, 0 at the end, or an io_status. */
+int
+tls_read(SSL *ssl, char *buf, size_t len, int64_t deadline_ms)
+{
+	size_t	 got;
+	int	 rc, w;
+
+	for (;;) {
+		ERR_clear_error();
+		rc = SSL_read_ex(ssl, buf, len, &got);
+		if (rc == 1)
+			return (int)got;
+		switch (SSL_get_error(ssl, rc)) {
+		case SSL_ERROR_ZERO_RETURN:
+			return 0;
+		case SSL_ERROR_WANT_READ:
+		case SSL_ERROR_WANT_WRITE:
+			if ((w = tls_wait(ssl, rc, deadline_ms)) != IO_OK)
+				return w;
+			continue;
+		default:
+			/* A peer that vanished without close_notify ends here. */
+			return IO_EOF;
+		}
+	}
+}
+
+/* Writes all of buf or fails. */
+int
+tls_write(SSL *ssl, const char *buf, size_t len, int64_t deadline_ms)
+{
+	size_t	 done;
+	int	 rc;
+
+	while (len > 0) {
+		ERR_clear_error();
+		rc = SSL_write_ex(ssl, buf, len, &done);
+		if (rc == 1) {
+			buf += done;
+			len -= done;
+			continue;
+		}
+		if (tls_wait(ssl, rc, deadline_ms) != IO_OK)
+			return -1;
+	}
+	return 0;
+}
+
+size_t
+tls_pending(SSL *ssl)
+{
+	return (size_t)SSL_pending(ssl);
+}
+
+/* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384", for Received: and logs. */
+void
+tls_describe(SSL *ssl, char *version, size_t vsize, char *cipher,
+    size_t csize)
+{
+	snprintf(version, vsize, "%s", SSL_get_version(ssl));
+	snprintf(cipher, csize, "%s", SSL_get_cipher_name(ssl));
+}
+
+void
+tls_close(SSL *ssl)
+{
+	if (ssl == NULL)
+		return;
+	(void)SSL_shutdown(ssl);
+	SSL_free(ssl);
+}
