@@ -3,6 +3,7 @@
 #   make            the program (and its ASan+UBSan twin, smtpauthd-asan)
 #   make check      unit and protocol tests against both builds
 #   make run        a demo on 127.0.0.1:2525 (installs what is missing)
+#   make bench      the benchmarks in bench/ (by hand, never in check)
 #   make install    PREFIX, DESTDIR, SBINDIR, MANDIR, SYSCONFDIR honoured
 
 PREFIX     ?= /usr/local
@@ -74,7 +75,10 @@ tests/pam_counter.so: tests/pam_counter.c
 check: all $(TEST_PROGS)
 	$(PYTHON) tests/run_checks.py
 
-run: 
+bench: all
+	$(MAKE) -C bench
+
+run:
 	sh tools/run.sh --deps
 	$(MAKE) all
 	sh tools/run.sh
@@ -94,4 +98,4 @@ uninstall:
 clean:
 	rm -rf build smtpauthd smtpauthd-asan $(TEST_PROGS)
 
-.PHONY: all check run install uninstall clean
+.PHONY: all check bench run install uninstall clean
