@@ -8,12 +8,12 @@
 #                            with apt-get) or print the command that would
 #
 # run/ holds passwd (user:hash, 0600), password (the clear text, 0600, so
-# that a later run can show it again), smtpauthd.conf and, without an MTA,
-# mail/ (the messages tools/run-sendmail kept).  rm -rf run/ starts afresh.
+# that a later run can show it again), cert.pem and key.pem (self-signed,
+# for localhost), smtpauthd.conf and, without an MTA, mail/ (the messages
+# tools/run-sendmail kept).  rm -rf run/ starts afresh.
 #
-# This is a loopback demo: AUTH is offered without TLS (auth-require-tls
-# no), so the password crosses the connection in clear.  Production uses
-# TLS and PAM: see README.md and man/smtpauthd.8.
+# AUTH is offered only inside TLS, as in production; the certificate is
+# self-signed, so clients must be told not to verify it (swaks does not).
 
 set -eu
 
@@ -46,6 +46,8 @@ deps() {
 		build-essential:cc \
 		libpam0g-dev:/usr/include/security/pam_appl.h \
 		libcrypt-dev:/usr/include/crypt.h \
+		libssl-dev:/usr/include/openssl/ssl.h \
+		openssl:openssl \
 		pkg-config:pkg-config; do
 		pkg=${pair%%:*}
 		have_pkg "$pkg" "${pair#*:}" || missing="$missing $pkg"
@@ -147,6 +149,16 @@ setup_password() {
 	chmod 0600 run/passwd run/password
 }
 
+setup_cert() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-days 825 -subj /CN=localhost \
+		-addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+		-keyout run/key.pem -out run/cert.pem 2>/dev/null ||
+		die "openssl could not make a certificate"
+	chmod 0600 run/key.pem
+	chmod 0644 run/cert.pem
+}
+
 setup_conf() {
 	if [ -x /usr/sbin/sendmail ]; then
 		sendmail=/usr/sbin/sendmail
@@ -155,11 +167,13 @@ setup_conf() {
 	fi
 	cat >run/smtpauthd.conf <<EOF
 # smtpauthd.conf for \`make run\`, written once by tools/run.sh
-# (delete run/ to have it written again).  A loopback demo only:
-# AUTH without TLS, passwords in clear.  See smtpauthd.conf.example.
+# (delete run/ to have it written again).  See smtpauthd.conf.example.
+# tls starttls is the default once tls-cert is set; the 2465 listener
+# adds -o tls=implicit.
 auth file
 passwd-file $PWD/run/passwd
-auth-require-tls no
+tls-cert $PWD/run/cert.pem
+tls-key $PWD/run/key.pem
 auth-failure-delay 2
 hostname localhost
 sendmail $sendmail
@@ -172,13 +186,11 @@ run() {
 	command -v systemd-socket-activate >/dev/null 2>&1 ||
 		die "no systemd-socket-activate (Debian: apt-get install systemd)"
 	port=${PORT:-2525}
-	case $port in
-	'' | *[!0-9]*) die "PORT must be a number, not \"$port\"" ;;
-	esac
-	if [ "${#port}" -gt 5 ] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]
-	then
-		die "PORT must be from 1 to 65535"
-	fi
+	tls_port=${TLS_PORT:-2465}
+	check_port PORT "$port"
+	check_port TLS_PORT "$tls_port"
+	command -v openssl >/dev/null 2>&1 ||
+		die "no openssl (Debian: apt-get install openssl)"
 	as_root_note=''
 	pick_user
 
@@ -190,7 +202,11 @@ run() {
 		say "run.sh: made run/passwd with a new password for $user"
 	fi
 	pw=$(cat run/password)
-	[ -s run/smtpauthd.conf ] || setup_conf
+	if [ ! -s run/cert.pem ] || [ ! -s run/key.pem ]; then
+		setup_cert
+	fi
+	# A configuration from before TLS came is written anew.
+	grep -q '^tls-cert' run/smtpauthd.conf 2>/dev/null || setup_conf
 	sendmail=$(sed -n 's/^sendmail[[:space:]][[:space:]]*//p' \
 		run/smtpauthd.conf | tail -n 1)
 	case $as_root_note$sendmail in
@@ -200,7 +216,8 @@ run() {
 		die "run/smtpauthd.conf has problems (above); rm -rf run/ to start afresh"
 
 	say ""
-	say "smtpauthd demo on 127.0.0.1:$port"
+	say "smtpauthd demo on 127.0.0.1:$port (STARTTLS) and" \
+	    "127.0.0.1:$tls_port (implicit TLS)"
 	say ""
 	say "  user:      $user"
 	say "  password:  $pw          (kept in run/password)"
@@ -210,9 +227,9 @@ run() {
 		say "  authenticated user, never as root, so the demo user is $user)"
 		say ""
 	fi
-	say "  LOOPBACK DEMO ONLY: AUTH is offered without TLS"
-	say "  (auth-require-tls no), so the password travels in clear."
-	say "  Production uses TLS and PAM (README.md, man/smtpauthd.8)."
+	say "  AUTH is offered only inside TLS.  The certificate, run/cert.pem,"
+	say "  is self-signed for localhost: clients must not verify it, or"
+	say "  must be given it as their CA file."
 	say ""
 	case $sendmail in
 	*/tools/run-sendmail)
@@ -229,7 +246,10 @@ run() {
 	say ""
 	say "Try it, in another terminal:"
 	say ""
-	say "  swaks --server 127.0.0.1:$port --auth PLAIN" \
+	say "  swaks --server 127.0.0.1:$port --tls --auth PLAIN" \
+	    "--auth-user $(quote "$user") --auth-password $(quote "$pw")" \
+	    "--from $(quote "$user@localhost") --to $(quote "$user@localhost")"
+	say "  swaks --server 127.0.0.1:$tls_port --tlsc --auth PLAIN" \
 	    "--auth-user $(quote "$user") --auth-password $(quote "$pw")" \
 	    "--from $(quote "$user@localhost") --to $(quote "$user@localhost")"
 	say ""
@@ -242,8 +262,30 @@ run() {
 	say ""
 	say "Logs follow here (smtpauthd -d).  Ctrl-C stops."
 	say ""
-	exec systemd-socket-activate -l "127.0.0.1:$port" --inetd \
-		-a "$PWD/smtpauthd" -d -f "$PWD/run/smtpauthd.conf"
+	systemd-socket-activate -l "127.0.0.1:$tls_port" --inetd \
+		-a "$PWD/smtpauthd" -d -f "$PWD/run/smtpauthd.conf" \
+		-o tls=implicit &
+	implicit_pid=$!
+	systemd-socket-activate -l "127.0.0.1:$port" --inetd \
+		-a "$PWD/smtpauthd" -d -f "$PWD/run/smtpauthd.conf" &
+	starttls_pid=$!
+	trap 'kill "$implicit_pid" "$starttls_pid" 2>/dev/null' EXIT
+	trap 'exit 0' INT TERM
+	# Either listener ending (a port in use, say) ends the demo.
+	while kill -0 "$implicit_pid" 2>/dev/null &&
+	    kill -0 "$starttls_pid" 2>/dev/null; do
+		sleep 1
+	done
+	die "a listener stopped (is port $port or $tls_port in use?)"
+}
+
+check_port() {
+	case $2 in
+	'' | *[!0-9]*) die "$1 must be a number, not \"$2\"" ;;
+	esac
+	if [ "${#2}" -gt 5 ] || [ "$2" -lt 1 ] || [ "$2" -gt 65535 ]; then
+		die "$1 must be from 1 to 65535"
+	fi
 }
 
 # Work from the top of the repository, where make runs us anyway.
@@ -254,7 +296,7 @@ case ${1:-} in
 --deps) deps ;;
 '') run ;;
 -h | --help)
-	sed -n '2,16s/^# \{0,1\}//p' "$self"
+	sed -n '2,18s/^# \{0,1\}//p' "$self"
 	;;
 *) die "usage: sh tools/run.sh [--deps]" ;;
 esac
