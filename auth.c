@@ -11,8 +11,11 @@
 #include <sys/stat.h>
 
 #include <crypt.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <pwd.h>
 #include <security/pam_appl.h>
 #include <stdio.h>
@@ -140,7 +143,12 @@ sasl_plain_split(const unsigned char *buf, size_t len, char *user,
 	return 0;
 }
 
-/* Refused before any backend sees them. */
+/*
+ * Refused before any backend sees them: a name must look like an account
+ * name (letters, digits, '.', '_', '-', '+', '@', not first '-', '+', '.'
+ * or '@').  PAM modules log the name they are given as they got it, under
+ * our ident, so anything else could forge a log line for fail2ban.
+ */
 int
 auth_user_acceptable(const char *user, size_t len)
 {
@@ -148,8 +156,11 @@ auth_user_acceptable(const char *user, size_t len)
 
 	if (len == 0 || len > AUTH_USER_MAX)
 		return 0;
+	if (!isalnum((unsigned char)user[0]) && user[0] != '_')
+		return 0;
 	for (i = 0; i < len; i++)
-		if (user[i] == '\0' || user[i] == '\r' || user[i] == '\n')
+		if (!isalnum((unsigned char)user[i]) &&
+		    (user[i] == '\0' || strchr("._-+@", user[i]) == NULL))
 			return 0;
 	return 1;
 }
@@ -339,14 +350,37 @@ open_passwd_file(const char *path, const char **why)
 	return fp;
 }
 
+/* A problem with the password file, for -t (report) or else the log. */
+static void
+passwd_problem(FILE *report, int *problems, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+passwd_problem(FILE *report, int *problems, const char *fmt, ...)
+{
+	char	 msg[PATH_MAX + 256];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (report != NULL)
+		fprintf(report, "smtpauthd: %s\n", msg);
+	else
+		log_msg(LOG_ERR, "%s", msg);
+	if (problems != NULL)
+		(*problems)++;
+}
+
 /*
  * Looks user up; on a match copies the hash.  Returns 1 found, 0 not found,
- * -1 the file is unusable.  Lines it cannot read are reported (to report
- * when given, -t; otherwise to the log) and skipped.
+ * -1 the file is unusable.  With report (-t), every line is checked and
+ * each problem counted in *problems; a hash that can never match is only
+ * a warning, since "!" or "*" is how an entry is locked.
  */
 static int
 passwd_lookup(const char *path, const char *user, char *hash, size_t hashsize,
-    FILE *report)
+    FILE *report, int *problems)
 {
 	FILE		*fp;
 	const char	*why = NULL;
@@ -355,11 +389,7 @@ passwd_lookup(const char *path, const char *user, char *hash, size_t hashsize,
 	int		 found = 0, toolong = 0;
 
 	if ((fp = open_passwd_file(path, &why)) == NULL) {
-		if (report != NULL)
-			fprintf(report, "smtpauthd: passwd-file %s: %s\n", path,
-			    why);
-		else
-			log_msg(LOG_ERR, "passwd-file %s: %s", path, why);
+		passwd_problem(report, problems, "passwd-file %s: %s", path, why);
 		return -1;
 	}
 	while (fgets(line, sizeof(line), fp) != NULL) {
@@ -370,6 +400,9 @@ passwd_lookup(const char *path, const char *user, char *hash, size_t hashsize,
 		}
 		lineno++;
 		if (len > 0 && line[len - 1] != '\n' && !feof(fp)) {
+			if (report != NULL)
+				passwd_problem(report, problems, "passwd-file "
+				    "%s:%zu: line too long", path, lineno);
 			toolong = 1;
 			continue;
 		}
@@ -378,17 +411,21 @@ passwd_lookup(const char *path, const char *user, char *hash, size_t hashsize,
 			continue;
 		if ((colon = strchr(line, ':')) == NULL) {
 			if (report != NULL)
-				fprintf(report, "smtpauthd: passwd-file %s:%zu:"
-				    " no ':'\n", path, lineno);
+				passwd_problem(report, problems, "passwd-file "
+				    "%s:%zu: no ':'", path, lineno);
 			continue;
 		}
 		*colon = '\0';
 		if ((end = strchr(colon + 1, ':')) != NULL)
 			*end = '\0';
-		if (report != NULL && !hash_acceptable(colon + 1))
-			fprintf(report, "smtpauthd: passwd-file %s:%zu: user %s"
-			    " has a hash that never matches (locked, legacy "
-			    "or invalid method)\n", path, lineno, line);
+		if (report != NULL && !auth_user_acceptable(line, strlen(line)))
+			passwd_problem(report, problems, "passwd-file %s:%zu: "
+			    "\"%s\" is not a user name smtpauthd accepts", path,
+			    lineno, line);
+		else if (report != NULL && !hash_acceptable(colon + 1))
+			fprintf(report, "smtpauthd: warning: passwd-file %s:%zu:"
+			    " the hash of %s never matches (locked, or a legacy "
+			    "or unknown method)\n", path, lineno, line);
 		if (!found && user != NULL && strcmp(line, user) == 0 &&
 		    strlen(colon + 1) < hashsize) {
 			strcpy(hash, colon + 1);
@@ -400,11 +437,14 @@ passwd_lookup(const char *path, const char *user, char *hash, size_t hashsize,
 	return found;
 }
 
+/* For -t: the number of problems, each described on report. */
 int
 auth_check_passwd_file(const struct config *cf, FILE *report)
 {
-	return passwd_lookup(cf->passwd_file, NULL, NULL, 0, report) == -1 ?
-	    -1 : 0;
+	int problems = 0;
+
+	(void)passwd_lookup(cf->passwd_file, NULL, NULL, 0, report, &problems);
+	return problems;
 }
 
 /* A setting of the default method, so an unknown user costs a real hash. */
@@ -428,7 +468,8 @@ auth_file(const struct config *cf, const char *user, const char *pass,
 	const char		*out;
 	int			 found, match = 0;
 
-	found = passwd_lookup(cf->passwd_file, user, hash, sizeof(hash), NULL);
+	found = passwd_lookup(cf->passwd_file, user, hash, sizeof(hash), NULL,
+	    NULL);
 	if (found == -1) {
 		*reason = "unavailable";
 		return AUTH_TEMPFAIL;
@@ -480,10 +521,17 @@ auth_check(const struct config *cf, const char *user, const char *pass,
 		rc = auth_pam(cf, user, pass, peer, canon, canonsize, reason);
 	else
 		rc = auth_file(cf, user, pass, canon, canonsize, reason);
-	/* sendmail will run as this user: it must be an account. */
-	if (rc == AUTH_OK && geteuid() == 0 && getpwnam(canon) == NULL) {
-		*reason = "no-account";
-		rc = AUTH_FAIL;
+	/*
+	 * sendmail will run as this user: it must be an account, and not one
+	 * with uid 0, whose password is no business of a mail service.
+	 */
+	if (rc == AUTH_OK && geteuid() == 0) {
+		struct passwd *pw = getpwnam(canon);
+
+		if (pw == NULL || pw->pw_uid == 0) {
+			*reason = pw == NULL ? "no-account" : "root";
+			rc = AUTH_FAIL;
+		}
 	}
 	return rc;
 }

@@ -285,9 +285,9 @@ int
 conf_load_file(struct config *cf, const char *path, int must_exist)
 {
 	FILE	*fp;
-	char	 line[CONF_LINE_MAX], where[PATH_MAX + 32];
-	size_t	 lineno = 0, len;
-	int	 skipping = 0;
+	char	*line = NULL, where[PATH_MAX + 32];
+	size_t	 lineno = 0, cap = 0;
+	ssize_t	 len;
 
 	if ((fp = fopen(path, "re")) == NULL) {
 		if (errno == ENOENT && !must_exist)
@@ -295,27 +295,18 @@ conf_load_file(struct config *cf, const char *path, int must_exist)
 		conf_error(cf, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	while (fgets(line, sizeof(line), fp) != NULL) {
-		len = strlen(line);
-		if (skipping) {
-			skipping = len == 0 || line[len - 1] != '\n';
-			continue;
-		}
-		lineno++;
-		snprintf(where, sizeof(where), "%s:%zu", path, lineno);
-		if (len > 0 && line[len - 1] != '\n' && !feof(fp)) {
-			conf_error(cf, "%s: line too long", where);
-			skipping = 1;
-			continue;
-		}
-		if (memchr(line, '\0', len) != NULL || strlen(line) != len) {
+	while ((len = getline(&line, &cap, fp)) != -1) {
+		snprintf(where, sizeof(where), "%s:%zu", path, ++lineno);
+		if ((size_t)len != strlen(line))
 			conf_error(cf, "%s: NUL byte", where);
-			continue;
-		}
-		conf_line(cf, line, where);
+		else if (len > CONF_LINE_MAX)
+			conf_error(cf, "%s: line too long", where);
+		else
+			conf_line(cf, line, where);
 	}
 	if (ferror(fp))
 		conf_error(cf, "%s: read error", path);
+	free(line);
 	fclose(fp);
 	return 0;
 }
@@ -338,25 +329,34 @@ conf_set_option(struct config *cf, const char *keyvalue)
 	return rc;
 }
 
+/*
+ * The host's FQDN: gethostname() when it has a dot in it, else the
+ * resolver's canonical name for it.  That look-up happens on every
+ * connection, so -t suggests setting hostname instead.
+ */
 static char *
-default_hostname(void)
+default_hostname(int *looked_up)
 {
 	char		 name[HOSTNAME_MAX + 1];
 	struct addrinfo	 hints, *res = NULL;
 	char		*fqdn = NULL;
 
+	*looked_up = 0;
 	if (gethostname(name, sizeof(name)) == -1)
 		return xstrdup("localhost");
 	name[sizeof(name) - 1] = '\0';
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_flags = AI_CANONNAME;
-	hints.ai_socktype = SOCK_STREAM;
-	if (strchr(name, '.') == NULL &&
-	    getaddrinfo(name, NULL, &hints, &res) == 0 && res != NULL &&
-	    res->ai_canonname != NULL && valid_hostname(res->ai_canonname))
-		fqdn = xstrdup(res->ai_canonname);
-	if (res != NULL)
-		freeaddrinfo(res);
+	if (strchr(name, '.') == NULL) {
+		*looked_up = 1;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_flags = AI_CANONNAME;
+		hints.ai_socktype = SOCK_STREAM;
+		if (getaddrinfo(name, NULL, &hints, &res) == 0 && res != NULL &&
+		    res->ai_canonname != NULL &&
+		    valid_hostname(res->ai_canonname))
+			fqdn = xstrdup(res->ai_canonname);
+		if (res != NULL)
+			freeaddrinfo(res);
+	}
 	if (fqdn == NULL)
 		fqdn = xstrdup(valid_hostname(name) ? name : "localhost");
 	return fqdn;
@@ -369,7 +369,7 @@ conf_finish(struct config *cf)
 	if (cf->tls == TLS_UNSET)
 		cf->tls = cf->tls_cert != NULL ? TLS_STARTTLS : TLS_NONE;
 	if (cf->hostname == NULL)
-		cf->hostname = default_hostname();
+		cf->hostname = default_hostname(&cf->hostname_looked_up);
 	if (cf->tls != TLS_NONE && (cf->tls_cert == NULL || cf->tls_key == NULL))
 		conf_error(cf, "tls %s needs tls-cert and tls-key",
 		    tls_names[cf->tls]);
@@ -467,11 +467,12 @@ conf_check(struct config *cf, FILE *report)
 {
 	struct stat	 st;
 	size_t		 i;
+	int		 problems = 0;
 
 	if (cf->auth == AUTH_PAM)
 		check_pam_service(cf);
 	else
-		auth_check_passwd_file(cf, NULL);
+		problems += auth_check_passwd_file(cf, report);
 	if (stat(cf->sendmail, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    access(cf->sendmail, X_OK) == -1)
 		conf_error(cf, "sendmail %s: not an executable file",
@@ -480,6 +481,10 @@ conf_check(struct config *cf, FILE *report)
 		conf_error(cf, "spool-dir %s: not a directory", cf->spool_dir);
 	else
 		check_file(cf, "spool-dir", cf->spool_dir, W_OK | X_OK);
+	if (cf->hostname_looked_up)
+		fprintf(report, "smtpauthd: warning: hostname is not set: each "
+		    "connection asks the resolver for the FQDN (now %s); set "
+		    "hostname to skip that\n", cf->hostname);
 	if (cf->tls != TLS_NONE)
 		check_tls(cf, report);
 	else if (cf->auth_require_tls)
@@ -491,7 +496,7 @@ conf_check(struct config *cf, FILE *report)
 		    "machine", (unsigned long long)cf->max_message_size);
 	for (i = 0; i < cf->nerrors; i++)
 		fprintf(report, "smtpauthd: %s\n", cf->errors[i]);
-	return (int)cf->nerrors;
+	return problems + (int)cf->nerrors;
 }
 
 void

@@ -71,8 +71,8 @@ step(struct data_parser *dp, char c)
 	switch (dp->state) {
 	case DATA_BOL:
 		if (c == '.') {
+			/* RFC 5321 4.5.3.1.6: the stuffed dot does not count. */
 			dp->state = DATA_BOL_DOT;
-			dp->line_len = 1;
 			return;
 		}
 		/* FALLTHROUGH */

@@ -32,6 +32,8 @@
 #include "smtpauthd.h"
 
 #define STDERR_LOG_MAX	2048	/* octets of sendmail's stderr logged */
+#define STATUS_TIMEOUT	-1	/* wait_sendmail(): killed at the deadline */
+#define STATUS_LOST	-2	/* wait_sendmail(): the exit status is gone */
 #define STDERR_LINES	8
 
 /* Postfix's sys_exits table: sendmail's exit status as an SMTP reply. */
@@ -359,8 +361,9 @@ log_stderr(struct stderr_log *sl, const char *queue_id)
 /*
  * Wait for the child and drain its output, until it exits or the deadline
  * passes.  Output is not waited for after the exit: a daemon that the MTA
- * forked may keep the pipe open for ever.  Returns the wait status, or -1
- * on timeout (the group has then been killed and reaped).
+ * forked may keep the pipe open for ever.  Returns the wait status, or
+ * STATUS_TIMEOUT (the group has then been killed and reaped) or
+ * STATUS_LOST.
  */
 static int
 wait_sendmail(pid_t pid, int err_fd, int64_t deadline, struct stderr_log *sl)
@@ -376,7 +379,8 @@ wait_sendmail(pid_t pid, int err_fd, int64_t deadline, struct stderr_log *sl)
 		if (w == pid)
 			break;
 		if (w == -1 && errno != EINTR) {
-			status = -1;
+			log_msg(LOG_ERR, "waitpid: %s", strerror(errno));
+			status = STATUS_LOST;
 			break;
 		}
 		left = deadline - now_ms();
@@ -385,7 +389,7 @@ wait_sendmail(pid_t pid, int err_fd, int64_t deadline, struct stderr_log *sl)
 			(void)kill(pid, SIGKILL);
 			while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 				;
-			status = -1;
+			status = STATUS_TIMEOUT;
 			break;
 		}
 		nfds = 0;
@@ -430,9 +434,13 @@ status_reply(int status, int spool_fd, struct relay_reply *reply,
 	const char	*text;
 	int		 code;
 
-	if (status == -1) {
+	if (status == STATUS_TIMEOUT) {
 		log_msg(LOG_WARNING, "sendmail id=%s: killed after "
 		    "sendmail-timeout", queue_id);
+		set_reply(reply, 451, tempfail_text);
+	} else if (status == STATUS_LOST) {
+		log_msg(LOG_ERR, "sendmail id=%s: exit status lost; the "
+		    "message may have been queued", queue_id);
 		set_reply(reply, 451, tempfail_text);
 	} else if (WIFSIGNALED(status)) {
 		log_msg(LOG_WARNING, "sendmail id=%s: killed by signal %d",

@@ -346,7 +346,8 @@ cmd_not_implemented(struct session *s, char *arg)
 
 /* ---- AUTH ---- */
 
-enum auth_step { STEP_OK, STEP_CANCEL, STEP_MALFORMED, STEP_GONE };
+enum auth_step { STEP_OK, STEP_CANCEL, STEP_MALFORMED, STEP_TOOLONG,
+    STEP_GONE };
 
 /* Read one AUTH continuation line; "*" cancels (RFC 4954 4). */
 static int
@@ -363,7 +364,7 @@ auth_read_line(struct session *s, const char *challenge, char *line,
 	rc = io_getline(s->io, line, size, SMTP_AUTH_LINE_MAX,
 	    now_ms() + (int64_t)s->cf->timeout * 1000, lenp);
 	if (rc == IO_TOOLONG)
-		return STEP_MALFORMED;
+		return STEP_TOOLONG;
 	if (rc == IO_TIMEOUT) {
 		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
 		    s->cf->hostname);
@@ -374,6 +375,9 @@ auth_read_line(struct session *s, const char *challenge, char *line,
 		close_session(s, rc == IO_EOF ? "eof" : "read-error");
 		return STEP_GONE;
 	}
+	/* A NUL would cut the line short of what the client sent. */
+	if (memchr(line, '\0', *lenp) != NULL || memchr(line, '\r', *lenp))
+		return STEP_MALFORMED;
 	if (strcmp(line, "*") == 0)
 		return STEP_CANCEL;
 	return STEP_OK;
@@ -599,6 +603,10 @@ cmd_auth(struct session *s, char *arg)
 	} else if (rc == STEP_MALFORMED) {
 		a.reason = "malformed";
 		auth_failed(s, &a, 501, "5.5.2 Cannot decode response");
+	} else if (rc == STEP_TOOLONG) {
+		a.reason = "malformed";
+		auth_failed(s, &a, 500, "5.5.6 Authentication exchange line "
+		    "is too long");
 	} else if (rc == STEP_OK)
 		auth_run(s, &a);
 	explicit_bzero(&a, sizeof(a));
@@ -990,12 +998,15 @@ dispatch(struct session *s, char *line, size_t len)
 {
 	const struct smtp_cmd	*cmd;
 	char			*verb, *arg;
+	int			 too_long;
 
 	s->log_cmd = NULL;
 	if (memchr(line, '\0', len) != NULL || memchr(line, '\r', len) != NULL) {
 		reply_error(s, 500, "5.5.2 Invalid characters in command");
 		return;
 	}
+	/* The limit is on what was sent, trailing blanks included. */
+	too_long = len + 2 > SMTP_CMD_MAX;
 	while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
 		line[--len] = '\0';
 	verb = line;
@@ -1007,7 +1018,7 @@ dispatch(struct session *s, char *line, size_t len)
 		reply_error(s, 500, "5.5.2 Command unrecognized");
 		return;
 	}
-	if (cmd->handler != cmd_auth && len + 2 > SMTP_CMD_MAX) {
+	if (cmd->handler != cmd_auth && too_long) {
 		reply_error(s, 500, "5.5.2 Line too long");
 		return;
 	}

@@ -280,14 +280,22 @@ main(int argc, char *argv[])
 	int		 ch, debug = 0, test = 0, dump = 0, hash = 0, named = 0;
 	int		 rc;
 	struct rlimit	 nocore = { 0, 0 };
+	sigset_t	 none;
 
 	sanitise_fds();
 	umask(077);
 	/* A core file would hold passwords. */
 	if (setrlimit(RLIMIT_CORE, &nocore) == -1)
 		err(71, "setrlimit");
-	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-		err(71, "signal");
+	/*
+	 * Whatever the launcher left: SIGCHLD ignored would make the kernel
+	 * reap sendmail before its exit status could be read.
+	 */
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) == -1 ||
+	    signal(SIGCHLD, SIG_DFL) == SIG_ERR ||
+	    signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		err(71, "signals");
 	while ((ch = getopt(argc, argv, "df:Ho:tTV")) != -1) {
 		switch (ch) {
 		case 'd':

@@ -63,6 +63,7 @@ struct config {
 	uint64_t	 sendmail_timeout;
 	char		*spool_dir;
 	char		*privsep_user;
+	int		 hostname_looked_up;	/* the default came from DNS */
 
 	/* Problems found while loading; reported by -t or at connection. */
 	char		**errors;

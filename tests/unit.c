@@ -124,6 +124,16 @@ test_plain(void)
 	ok(!auth_user_acceptable("b\rb", 3), "user: CR");
 	ok(!auth_user_acceptable("b\nb", 3), "user: LF");
 	ok(!auth_user_acceptable("b\0b", 3), "user: NUL");
+	ok(auth_user_acceptable("bob.smith@example.org", 21),
+	    "user: an address as user name");
+	ok(auth_user_acceptable("_svc-1+x", 8), "user: '_', '-', '+'");
+	ok(!auth_user_acceptable("b b", 3), "user: space");
+	ok(!auth_user_acceptable("+bob", 4), "user: leading '+'");
+	ok(!auth_user_acceptable("-bob", 4), "user: leading '-'");
+	ok(!auth_user_acceptable(".bob", 4), "user: leading '.'");
+	ok(!auth_user_acceptable("bob=1", 5), "user: '='");
+	ok(!auth_user_acceptable("b[o]b", 5), "user: brackets");
+	ok(!auth_user_acceptable("b\xc3\xa9", 3), "user: non-ASCII");
 	memset(big, 'u', sizeof(big));
 	ok(auth_user_acceptable(big, 256), "user: 256 octets");
 	ok(!auth_user_acceptable(big, 257), "user: 257 octets");
@@ -391,8 +401,14 @@ test_data(void)
 	memset(line + 1, 'x', 998);
 	memcpy(line + 999, "\r\n.\r\n", 5);
 	run_data(line, 1004, 1 << 20, &c, &dp, &consumed);
+	ok(data_done(&dp) && !(dp.flags & DATA_LONG_LINE),
+	    "data: a stuffed dot does not count toward the line length");
+	line[0] = '.';
+	memset(line + 1, 'x', 999);
+	memcpy(line + 1000, "\r\n.\r\n", 5);
+	run_data(line, 1005, 1 << 20, &c, &dp, &consumed);
 	ok(data_done(&dp) && (dp.flags & DATA_LONG_LINE),
-	    "data: a stuffed dot counts toward the line length");
+	    "data: a stuffed line of 999 octets after the dot is flagged");
 
 	/* Size: the limit is on the unstuffed CRLF message. */
 	run_data(S("abc\r\n.\r\n"), 5, &c, &dp, &consumed);
