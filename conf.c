@@ -450,7 +450,10 @@ check_tls(struct config *cf, FILE *report)
 		return;
 	}
 	days = tls_cert_days_left(ctx);
-	if (days < 0)
+	if (days == TLS_EXPIRY_UNKNOWN)
+		conf_error(cf, "tls-cert %s: cannot read its expiry date",
+		    cf->tls_cert);
+	else if (days < 0)
 		conf_error(cf, "tls-cert %s has expired", cf->tls_cert);
 	else if (days < 14)
 		fprintf(report, "smtpauthd: warning: tls-cert %s expires in "

@@ -275,8 +275,8 @@ static void
 cmd_help(struct session *s, char *arg)
 {
 	(void)arg;
-	reply(s, 214, "2.0.0 Commands: EHLO HELO AUTH MAIL RCPT DATA RSET "
-	    "NOOP QUIT VRFY HELP");
+	reply(s, 214, "2.0.0 Commands: EHLO HELO%s AUTH MAIL RCPT DATA RSET "
+	    "NOOP QUIT VRFY HELP", starttls_offered(s) ? " STARTTLS" : "");
 }
 
 static void

@@ -218,11 +218,17 @@ load_tls(const struct config *cf)
 {
 	struct ssl_ctx_st	*ctx;
 	char			 why[1024];
+	int			 days;
 
 	if (cf->tls == TLS_NONE)
 		return NULL;
 	if ((ctx = tls_context(cf, why, sizeof(why))) == NULL)
 		log_msg(LOG_ERR, "tls unavailable: %s", why);
+	else if ((days = tls_cert_days_left(ctx)) < 0 &&
+	    days != TLS_EXPIRY_UNKNOWN)
+		/* Served all the same: refusing TLS would help no one. */
+		log_msg(LOG_WARNING, "tls-cert %s has expired; clients that "
+		    "check it will refuse it", cf->tls_cert);
 	return ctx;
 }
 

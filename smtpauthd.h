@@ -145,6 +145,7 @@ void	 io_start_tls(struct io *, struct ssl_st *);
 struct ssl_ctx_st *tls_context(const struct config *, char *err,
 	    size_t errsize);
 void	 tls_context_free(struct ssl_ctx_st *);
+#define TLS_EXPIRY_UNKNOWN	(-100000)
 int	 tls_cert_days_left(struct ssl_ctx_st *);
 struct ssl_st *tls_accept(struct ssl_ctx_st *, int infd, int outfd,
 	    int64_t deadline_ms, const char *peer);

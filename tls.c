@@ -116,7 +116,10 @@ fail:
 	return NULL;
 }
 
-/* For -t: days until the certificate expires (negative: expired). */
+/*
+ * Days until the certificate expires (negative: expired), or
+ * TLS_EXPIRY_UNKNOWN when its date cannot be read.
+ */
 int
 tls_cert_days_left(SSL_CTX *ctx)
 {
@@ -125,23 +128,10 @@ tls_cert_days_left(SSL_CTX *ctx)
 
 	if (cert == NULL ||
 	    ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cert)) != 1)
-		return -1000;
+		return TLS_EXPIRY_UNKNOWN;
 	if (days == 0 && secs < 0)
 		days = -1;
 	return days;
-}
-
-/* Small replies must not wait for the peer's delayed ACK. */
-static void
-set_nodelay(int fd)
-{
-#ifndef BENCH_NAGLE		/* bench/ builds the "before" with Nagle on */
-	int on = 1;
-
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-#else
-	(void)fd;
-#endif
 }
 
 /*
@@ -209,7 +199,6 @@ tls_accept(SSL_CTX *ctx, int infd, int outfd, int64_t deadline_ms,
 	int	 rc, w;
 
 	ERR_clear_error();
-	set_nodelay(outfd);
 	if ((ssl = SSL_new(ctx)) == NULL || SSL_set_rfd(ssl, infd) != 1 ||
 	    SSL_set_wfd(ssl, outfd) != 1) {
 		tls_errors(why, sizeof(why));
