@@ -745,6 +745,10 @@ cmd_mail(struct session *s, char *arg)
 	envelope_reset(s);
 	rc = parse_path_arg(arg, "FROM:", 1, s->env.sender,
 	    sizeof(s->env.sender), &params);
+	/* A bare <postmaster> is a recipient (RFC 5321 4.1.1.3), not a sender. */
+	if (rc == ADDR_OK && s->env.sender[0] != '\0' &&
+	    strchr(s->env.sender, '@') == NULL)
+		rc = ADDR_BAD;
 	switch (rc) {
 	case ADDR_OK:
 		break;
@@ -994,6 +998,13 @@ check_state(struct session *s, unsigned flags)
 }
 
 static void
+flush_replies(struct session *s)
+{
+	if (io_flush(s->io) == -1)
+		close_session(s, "write-error");
+}
+
+static void
 dispatch(struct session *s, char *line, size_t len)
 {
 	const struct smtp_cmd	*cmd;
@@ -1027,9 +1038,8 @@ dispatch(struct session *s, char *line, size_t len)
 	if (check_state(s, cmd->flags) == 0)
 		cmd->handler(s, arg);
 	s->log_cmd = NULL;
-	if ((cmd->flags & CMD_FLUSH) || io_pending(s->io) == 0)
-		if (io_flush(s->io) == -1)
-			close_session(s, "write-error");
+	if (cmd->flags & CMD_FLUSH)
+		flush_replies(s);
 }
 
 static void
@@ -1049,8 +1059,6 @@ read_command(struct session *s)
 	case IO_TOOLONG:
 		s->commands++;
 		reply_error(s, 500, "5.5.2 Line too long");
-		if (io_pending(s->io) == 0 && io_flush(s->io) == -1)
-			close_session(s, "write-error");
 		break;
 	case IO_TIMEOUT:
 		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
@@ -1066,6 +1074,9 @@ read_command(struct session *s)
 	}
 	/* An AUTH line may hold a password: leave no copy on the stack. */
 	explicit_bzero(line, sizeof(line));
+	/* PIPELINING: answer once the client has nothing more queued. */
+	if (io_pending(s->io) == 0 || s->close_reason != NULL)
+		flush_replies(s);
 }
 
 int
