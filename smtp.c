@@ -38,6 +38,7 @@ struct session {
 	uint64_t		 commands;
 	uint64_t		 messages;
 	struct ssl_ctx_st	*starttls_ctx;	/* NULL: STARTTLS unavailable */
+	const struct backend	*backend;	/* auth and submit */
 	char			 tls_version[32];	/* "none" until TLS */
 	char			 tls_cipher[64];
 	const char		*log_cmd;	/* verb whose refusals are logged */
@@ -532,8 +533,8 @@ auth_run(struct session *s, struct auth_attempt *a)
 		auth_failed(s, a, 535, bad_credentials);
 		return;
 	}
-	rc = auth_check(s->cf, a->user, a->pass, s->peer, canon, sizeof(canon),
-	    &a->reason);
+	rc = s->backend->auth(s->cf, a->user, a->pass, s->peer, canon,
+	    sizeof(canon), &a->reason);
 	if (rc == AUTH_OK) {
 		char esc[ESC_MAX];
 
@@ -910,7 +911,7 @@ data_deliver(struct session *s, int spool_fd, const char *queue_id,
 	struct relay_reply	 rr;
 	char			 esc_user[ESC_MAX], esc_from[ESC_MAX];
 
-	relay_submit(s->cf, &s->env, spool_fd, s->user, queue_id, &rr);
+	s->backend->submit(s->cf, &s->env, spool_fd, s->user, queue_id, &rr);
 	reply(s, rr.code, "%s", rr.text);
 	if (rr.code != 250)
 		return;
@@ -1081,7 +1082,7 @@ read_command(struct session *s)
 
 int
 smtp_session(const struct config *cf, struct io *io, const char *peer,
-    struct ssl_ctx_st *starttls_ctx)
+    struct ssl_ctx_st *starttls_ctx, const struct backend *backend)
 {
 	struct session	 s;
 	char		 esc[ESC_MAX];
@@ -1091,6 +1092,7 @@ smtp_session(const struct config *cf, struct io *io, const char *peer,
 	s.io = io;
 	s.peer = peer;
 	s.starttls_ctx = starttls_ctx;
+	s.backend = backend;
 	note_tls(&s);
 	reply(&s, 220, "%s ESMTP", cf->hostname);
 	if (io_flush(io) == -1)

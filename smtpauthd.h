@@ -207,6 +207,11 @@ int	 addr_is_safe(const char *addr);
 
 /* ---- the SMTP session (smtp.c) ---- */
 
+struct relay_reply {
+	int	 code;
+	char	 text[256];	/* enhanced code and text, no leading number */
+};
+
 struct session;
 
 struct envelope {
@@ -217,8 +222,22 @@ struct envelope {
 	int		 body_8bit;
 };
 
+/*
+ * What the session asks of the privileged side: check a password, hand
+ * over a message.  The two seams of DESIGN.md, as calls the session makes
+ * without knowing who answers (directly, a monitor process, a test fake).
+ */
+struct backend {
+	int	(*auth)(const struct config *, const char *user,
+		    const char *pass, const char *peer, char *canon,
+		    size_t canonsize, const char **reason);
+	int	(*submit)(const struct config *, const struct envelope *,
+		    int spool_fd, const char *user, const char *queue_id,
+		    struct relay_reply *);
+};
+
 int	 smtp_session(const struct config *, struct io *, const char *peer,
-	    struct ssl_ctx_st *starttls_ctx);
+	    struct ssl_ctx_st *starttls_ctx, const struct backend *);
 
 /* ---- authentication (auth.c) ---- */
 
@@ -238,11 +257,6 @@ int	 auth_hash_password(FILE *in, FILE *out);
 int	 auth_check_passwd_file(const struct config *, FILE *report);
 
 /* ---- injection (relay.c) ---- */
-
-struct relay_reply {
-	int	 code;
-	char	 text[256];	/* enhanced code and text, no leading number */
-};
 
 int	 spool_open(const struct config *);
 int	 relay_received(const struct config *, int fd, const char *helo,
