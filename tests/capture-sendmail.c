@@ -36,7 +36,9 @@
  *   readlimit  read only this many bytes of stdin, then exit 0 at once
  *   child      fork a grandchild that sleeps this many seconds
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

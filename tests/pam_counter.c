@@ -12,7 +12,9 @@
  * new_authtok_reqd, maxtries, cred_insufficient) so that tests can make the
  * backend fail in a chosen way.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>

@@ -1,0 +1,55 @@
+"""pytest fixtures of the smtpauthd protocol tests; the helpers themselves
+live in smtptest.py.
+
+Run: /usr/bin/python3 -m pytest tests/   (SMTPAUTHD=/abs/path/to/binary to
+test another build, e.g. smtpauthd-asan; KEEP_TEST_DIRS=1 keeps the temp
+directories for a post-mortem).
+"""
+
+import os
+import shutil
+
+import pytest
+
+import smtptest
+
+
+@pytest.fixture(scope="session")
+def stage():
+    if not os.access(smtptest.BINARY, os.X_OK):
+        pytest.fail("smtpauthd binary not found at %s (build it first, or set "
+                    "SMTPAUTHD)" % smtptest.BINARY, pytrace=False)
+    err = smtptest.ensure_helpers()
+    if err:
+        pytest.fail(err, pytrace=False)
+    st = smtptest.Stage()
+    yield st
+    if not os.environ.get("KEEP_TEST_DIRS"):
+        st.cleanup()
+
+
+@pytest.fixture
+def env(stage):
+    e = smtptest.Env(stage)
+    yield e
+    e.cleanup()
+    bad = e.sanitizer_reports()
+    if bad:
+        pytest.fail("sanitizer report in smtpauthd's stderr:\n" + "\n".join(bad),
+                    pytrace=False)
+
+
+@pytest.fixture
+def pam_env(env):
+    """An Env authenticating through pam_wrapper + pam_counter + pam_matrix."""
+    env.use_pam()
+    return env
+
+
+def pytest_report_header(config):
+    return ["smtpauthd binary: %s" % smtptest.BINARY,
+            "running smtpauthd as uid %d (%s)" % (smtptest.RUN_UID, smtptest.RUN_NAME)]
+
+
+def have(prog):
+    return shutil.which(prog) is not None
