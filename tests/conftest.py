@@ -53,3 +53,11 @@ def pytest_report_header(config):
 
 def have(prog):
     return shutil.which(prog) is not None
+
+
+@pytest.fixture(scope="session")
+def pki(stage):
+    """Test CA, intermediate and server certificates (smtptest.Pki)."""
+    if not have("openssl"):
+        pytest.skip("openssl not installed")
+    return smtptest.Pki(stage.dir)
