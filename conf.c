@@ -307,7 +307,7 @@ conf_load_file(struct config *cf, const char *path, int must_exist)
 	if (ferror(fp))
 		conf_error(cf, "%s: read error", path);
 	free(line);
-	fclose(fp);
+	(void)fclose(fp);	/* read only: nothing to lose */
 	return 0;
 }
 

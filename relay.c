@@ -32,8 +32,8 @@
 #include "smtpauthd.h"
 
 #define STDERR_LOG_MAX	2048	/* octets of sendmail's stderr logged */
-#define STATUS_TIMEOUT	-1	/* wait_sendmail(): killed at the deadline */
-#define STATUS_LOST	-2	/* wait_sendmail(): the exit status is gone */
+#define STATUS_TIMEOUT	(-1)	/* wait_sendmail(): killed at the deadline */
+#define STATUS_LOST	(-2)	/* wait_sendmail(): the exit status is gone */
 #define STDERR_LINES	8
 
 /* Postfix's sys_exits table: sendmail's exit status as an SMTP reply. */
@@ -190,6 +190,7 @@ lookup_runas(const char *user, struct runas *ra)
 
 	memset(ra, 0, sizeof(*ra));
 	ra->switch_user = geteuid() == 0;
+	/* cppcheck-suppress [getpwnamCalled,getpwuidCalled] ; one thread */
 	pw = ra->switch_user ? getpwnam(user) : getpwuid(geteuid());
 	if (pw == NULL) {
 		if (ra->switch_user)
@@ -490,14 +491,12 @@ relay_submit(const struct config *cf, const struct envelope *env,
 		return -1;
 	}
 	argv = build_argv(cf, env);
-	sl = xcalloc(1, sizeof(*sl));
 	if ((pid = fork()) == -1) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
 		set_reply(reply, 451, tempfail_text);
 		close(pipefd[0]);
 		close(pipefd[1]);
 		free(argv);
-		free(sl);
 		return -1;
 	}
 	if (pid == 0) {
@@ -505,6 +504,11 @@ relay_submit(const struct config *cf, const struct envelope *env,
 		exec_sendmail(cf, argv, &ra, spool_fd, pipefd[1]);
 	}
 	(void)setpgid(pid, pid);	/* whichever of the two runs first */
+	/*
+	 * Only the parent needs it: allocated before the fork, it would be
+	 * a block a child that cannot exec sendmail leaks (valgrind).
+	 */
+	sl = xcalloc(1, sizeof(*sl));
 	close(pipefd[1]);
 	(void)fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
 	status = wait_sendmail(pid, pipefd[0], now_ms() +

@@ -173,6 +173,7 @@ peer_address(char *out, size_t outsize)
 	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
 	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
 
+	memset(&ss, 0, sizeof(ss));	/* no family if none is given back */
 	if (getpeername(0, (struct sockaddr *)&ss, &len) == 0) {
 		if (ss.ss_family == AF_INET &&
 		    inet_ntop(AF_INET, &sin->sin_addr, out, outsize) != NULL)
