@@ -19,11 +19,12 @@ WARN      = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 HARDEN    = -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
 CFLAGS   ?= -O2 -g
 LDHARDEN  = -pie -Wl,-z,relro,-z,now
-LIBS      = -lpam -lcrypt -lssl -lcrypto
+LIBS      = -lpam -lcrypt -lssl -lcrypto -lseccomp
 SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
-SRCS = smtpauthd.c smtp.c io.c tls.c auth.c relay.c conf.c data.c addr.c
+SRCS = smtpauthd.c smtp.c io.c tls.c auth.c relay.c conf.c data.c addr.c \
+       privsep.c
 HDRS = smtpauthd.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)

@@ -74,6 +74,7 @@ static const struct conf_key conf_keys[] = {
 	    "300" },
 	{ "spool-dir", K_PATH, OFF(spool_dir), 0, 0, NULL, "/var/tmp" },
 	{ "privsep-user", K_NAME, OFF(privsep_user), 0, 0, NULL, "smtpauthd" },
+	{ "privsep-dir", K_PATH, OFF(privsep_dir), 0, 0, NULL, "/var/empty" },
 };
 
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))

@@ -512,7 +512,11 @@ auth_failed(struct session *s, struct auth_attempt *a, int code,
 	    "tls=%s", a->user[0] != '\0' ? log_escape(a->user, esc,
 	    sizeof(esc)) : "-", a->mech, s->peer, a->reason, s->tls_version);
 	auth_delay(s, a->done_ms);
-	if (code != 454 && ++s->auth_failures >= s->cf->max_auth_failures) {
+	/*
+	 * A temporary failure counts too: the monitor allows no more AUTH
+	 * requests than max-auth-failures, whatever their outcome.
+	 */
+	if (++s->auth_failures >= s->cf->max_auth_failures) {
 		reply(s, 421, "4.7.0 %s Too many authentication failures",
 		    s->cf->hostname);
 		close_session(s, "auth-failures");
@@ -529,11 +533,19 @@ auth_run(struct session *s, struct auth_attempt *a)
 	char	canon[AUTH_USER_MAX + 1];
 	int	rc;
 
+	/* What no backend may see is refused here, before asking one. */
+	if (a->reason == NULL && !auth_user_acceptable(a->user,
+	    strlen(a->user)))
+		a->reason = "bad-username";
+	if (a->reason == NULL && a->pass[0] == '\0')
+		a->reason = "empty-password";
+	if (a->reason == NULL && strlen(a->pass) > AUTH_PASS_MAX)
+		a->reason = "bad-password";
 	if (a->reason != NULL) {
 		auth_failed(s, a, 535, bad_credentials);
 		return;
 	}
-	rc = s->backend->auth(s->cf, a->user, a->pass, s->peer, canon,
+	rc = s->backend->auth(s->cf, a->mech, a->user, a->pass, s->peer, canon,
 	    sizeof(canon), &a->reason);
 	if (rc == AUTH_OK) {
 		char esc[ESC_MAX];
@@ -942,7 +954,7 @@ cmd_data(struct session *s, char *arg)
 	if (s->io->tls != NULL)
 		snprintf(tls_info, sizeof(tls_info), "(using %s with cipher %s)",
 		    s->tls_version, s->tls_cipher);
-	if ((sp.fd = spool_open(s->cf)) == -1 ||
+	if ((sp.fd = s->backend->spool(s->cf)) == -1 ||
 	    relay_received(s->cf, sp.fd, s->helo, s->peer, queue_id, s->user,
 	    &s->env, tls_info[0] != '\0' ? tls_info : NULL) == -1) {
 		if (sp.fd != -1)
