@@ -34,7 +34,7 @@ ASAN_LIB_OBJS = $(filter-out build/asan/smtpauthd.o,$(ASAN_OBJS)) \
             build/asan/smtpauthd-nomain.o
 
 TEST_PROGS = tests/unit tests/unit-asan tests/capture-sendmail \
-            tests/pam_counter.so
+            tests/pam_counter.so tests/monitor-probe
 
 all: smtpauthd smtpauthd-asan
 
@@ -66,6 +66,10 @@ tests/unit: tests/unit.c $(LIB_OBJS) $(HDRS)
 tests/unit-asan: tests/unit.c $(ASAN_LIB_OBJS) $(HDRS)
 	$(CC) $(WARN) $(SANITIZE) -I. -pie -o $@ tests/unit.c \
 	    $(ASAN_LIB_OBJS) $(LIBS)
+
+tests/monitor-probe: tests/monitor-probe.c $(LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -I. $(LDHARDEN) -o $@ \
+	    tests/monitor-probe.c $(LIB_OBJS) $(LIBS)
 
 tests/capture-sendmail: tests/capture-sendmail.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ $<

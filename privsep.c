@@ -191,6 +191,12 @@ packet_done(const struct packet *p)
 static int	channel = -1;	/* the session's end */
 static int	shared_spool = -1;
 
+/*
+ * For tests/monitor-probe only: when set, the confined session runs this
+ * instead of SMTP, speaking the channel protocol directly.
+ */
+void		(*privsep_session_hook)(int channel);
+
 /* The session is beyond help when the monitor stops answering. */
 static void __attribute__((noreturn))
 monitor_gone(void)
@@ -652,6 +658,10 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 		close(sv[0]);
 		channel = sv[1];
 		confine(cf, pw);
+		if (privsep_session_hook != NULL) {
+			privsep_session_hook(channel);
+			_exit(0);
+		}
 		if (implicit_ctx != NULL && session_implicit_tls(cf, io, peer,
 		    implicit_ctx) == -1)
 			_exit(0);

@@ -262,6 +262,7 @@ int	 auth_check_passwd_file(const struct config *, FILE *report);
 
 /* ---- privilege separation (privsep.c) ---- */
 
+extern void (*privsep_session_hook)(int channel);
 void	 refuse_connection(const struct config *, const char *peer,
 	    const char *why, const char *reason);
 int	 privsep_run(const struct config *, struct io *, const char *peer,
