@@ -7,7 +7,9 @@ directories for a post-mortem).
 """
 
 import os
+import pwd
 import shutil
+import subprocess
 
 import pytest
 
@@ -53,3 +55,26 @@ def pytest_report_header(config):
 
 def have(prog):
     return shutil.which(prog) is not None
+
+
+@pytest.fixture(scope="session")
+def privsep_user():
+    """Root only: the default privsep-user, smtpauthd, as `make install`
+    makes it (created when missing, and left in place)."""
+    if not smtptest.IS_ROOT:
+        pytest.skip("needs root")
+    try:
+        return pwd.getpwnam("smtpauthd")
+    except KeyError:
+        pass
+    if not have("useradd"):
+        pytest.skip("useradd not installed")
+    r = subprocess.run(["useradd", "--system", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell",
+                        "/usr/sbin/nologin", "smtpauthd"],
+                       capture_output=True, timeout=60)
+    try:
+        return pwd.getpwnam("smtpauthd")
+    except KeyError:
+        pytest.fail("useradd smtpauthd: %s" % r.stderr.decode(errors="replace"),
+                    pytrace=False)
