@@ -34,7 +34,7 @@ ASAN_LIB_OBJS = $(filter-out build/asan/smtpauthd.o,$(ASAN_OBJS)) \
             build/asan/smtpauthd-nomain.o
 
 TEST_PROGS = tests/unit tests/unit-asan tests/capture-sendmail \
-            tests/pam_counter.so tests/monitor-probe
+            tests/pam_counter.so tests/monitor-probe tests/monitor-probe-asan
 
 all: smtpauthd smtpauthd-asan
 
@@ -70,6 +70,10 @@ tests/unit-asan: tests/unit.c $(ASAN_LIB_OBJS) $(HDRS)
 tests/monitor-probe: tests/monitor-probe.c $(LIB_OBJS) $(HDRS)
 	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -I. $(LDHARDEN) -o $@ \
 	    tests/monitor-probe.c $(LIB_OBJS) $(LIBS)
+
+tests/monitor-probe-asan: tests/monitor-probe.c $(ASAN_LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(SANITIZE) -I. -pie -o $@ tests/monitor-probe.c \
+	    $(ASAN_LIB_OBJS) $(LIBS)
 
 tests/capture-sendmail: tests/capture-sendmail.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ $<

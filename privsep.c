@@ -20,6 +20,8 @@
  *     SUBMIT       u32 type=2, char id[16], u32 nrcpts, u32 slen, sender[slen]
  *     RCPT         u32 type=3, u32 len, address[len]   (nrcpts of them)
  *   monitor -> session
+ *     READY        u32 type=4, once, when the monitor has let go of the
+ *                  client connection: only then does the session begin
  *     AUTH reply   u32 type=1, u32 result (auth_result), u32 rlen,
  *                  u32 clen, reason[rlen], canonical user[clen]
  *     SUBMIT reply u32 type=2, u32 code, u32 tlen, text[tlen]
@@ -42,6 +44,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <pwd.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -78,6 +81,7 @@
 #define MSG_AUTH	1
 #define MSG_SUBMIT	2
 #define MSG_RCPT	3
+#define MSG_READY	4	/* monitor -> session, once: go ahead */
 
 #define MECH_PLAIN	1
 #define MECH_LOGIN	2
@@ -169,8 +173,17 @@ packet_recv(int fd, struct packet *p)
 	do
 		n = recv(fd, p->buf, sizeof(p->buf), MSG_TRUNC);
 	while (n == -1 && errno == EINTR);
-	if (n <= 0)
+	if (n == -1)
 		return -1;
+	if (n == 0) {
+		struct pollfd pfd = { fd, 0, 0 };
+
+		/* An empty packet reads as 0 too; only a hang-up ends. */
+		if (poll(&pfd, 1, 0) == -1 || (pfd.revents & POLLHUP))
+			return -1;
+		p->bad = 1;
+		return 0;
+	}
 	if ((size_t)n > sizeof(p->buf)) {
 		p->bad = 1;		/* truncated: a lie about its size */
 		p->len = sizeof(p->buf);
@@ -315,13 +328,14 @@ monitor_refuse(const char *why)
 	exit(EX_SOFTWARE_);
 }
 
-static void
+static int
 monitor_auth(struct monitor *m, struct packet *p)
 {
 	char		 user[AUTH_USER_MAX + 1], pass[AUTH_PASS_MAX + 1];
 	char		 canon[AUTH_USER_MAX + 1] = "";
 	const char	*reason = "";
 	uint32_t	 mech, ulen, plen;
+	int64_t		 started;
 	int		 result;
 
 	if (m->authenticated)
@@ -338,9 +352,13 @@ monitor_auth(struct monitor *m, struct packet *p)
 		explicit_bzero(pass, sizeof(pass));
 		monitor_refuse("malformed AUTH");
 	}
+	started = now_ms();
 	result = auth_check(m->cf, mech == MECH_LOGIN ? "LOGIN" : "PLAIN",
 	    user, pass, m->peer, canon, sizeof(canon), &reason);
 	explicit_bzero(pass, sizeof(pass));
+	/* Here too, so that a subverted session cannot guess faster. */
+	if (result != AUTH_OK)
+		sleep_until(started + (int64_t)m->cf->auth_failure_delay * 1000);
 	if (result == AUTH_OK) {
 		m->authenticated = 1;
 		snprintf(m->user, sizeof(m->user), "%s", canon);
@@ -353,8 +371,7 @@ monitor_auth(struct monitor *m, struct packet *p)
 	put_u32(p, (uint32_t)strlen(canon));
 	put_bytes(p, reason, strlen(reason));
 	put_bytes(p, canon, strlen(canon));
-	if (packet_send(m->channel, p) == -1)
-		exit(0);
+	return packet_send(m->channel, p);
 }
 
 static int
@@ -364,7 +381,7 @@ queue_id_valid(const char *id)
 	    strspn(id, "0123456789ABCDEF") == QUEUE_ID_LEN;
 }
 
-static void
+static int
 monitor_submit(struct monitor *m, struct packet *p)
 {
 	struct envelope		 env;
@@ -411,27 +428,32 @@ monitor_submit(struct monitor *m, struct packet *p)
 	put_u32(p, (uint32_t)reply.code);
 	put_u32(p, (uint32_t)strlen(reply.text));
 	put_bytes(p, reply.text, strlen(reply.text));
-	if (packet_send(m->channel, p) == -1)
-		exit(0);
+	return packet_send(m->channel, p);
 }
 
-/* Answers until the session closes the channel. */
+/*
+ * Answers until the session closes the channel, or can no longer be
+ * answered (it died while the monitor was at work).
+ */
 static void
 monitor_loop(struct monitor *m)
 {
-	struct packet p;
+	struct packet	 p;
+	int		 rc;
 
 	while (packet_recv(m->channel, &p) == 0) {
 		switch (get_u32(&p)) {
 		case MSG_AUTH:
-			monitor_auth(m, &p);
+			rc = monitor_auth(m, &p);
 			break;
 		case MSG_SUBMIT:
-			monitor_submit(m, &p);
+			rc = monitor_submit(m, &p);
 			break;
 		default:
 			monitor_refuse("unknown request");
 		}
+		if (rc == -1)
+			return;
 	}
 }
 
@@ -522,8 +544,19 @@ drop_privileges(const struct config *cf, const struct passwd *pw)
 		confine_failed("the user switch did not hold");
 }
 
+/* Only the session holds the client connection, from its first byte. */
 static void
-confine(const struct config *cf, const struct passwd *pw)
+wait_for_monitor(void)
+{
+	struct packet p;
+
+	if (packet_recv(channel, &p) == -1 || get_u32(&p) != MSG_READY ||
+	    !packet_done(&p))
+		monitor_gone();
+}
+
+static void
+confine(const struct config *cf, const struct passwd *pw, pid_t monitor_pid)
 {
 	struct rlimit	 zero = { 0, 0 }, files = { SESSION_NOFILE,
 	    SESSION_NOFILE }, size;
@@ -545,6 +578,9 @@ confine(const struct config *cf, const struct passwd *pw)
 	    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1 ||
 	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
 		confine_failed("prctl");
+	/* The monitor may have died before the death signal was set. */
+	if (getppid() != monitor_pid)
+		_exit(EX_SOFTWARE_);
 	if (RUNNING_ON_VALGRIND)
 		/* valgrind's own system calls would meet the filter. */
 		log_msg(LOG_WARNING, "session: under valgrind: no seccomp");
@@ -625,8 +661,9 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 {
 	struct passwd	*pw = NULL, pwcopy;
 	struct monitor	 m;
+	struct packet	 ready;
 	int		 sv[2], status, devnull;
-	pid_t		 pid;
+	pid_t		 pid, monitor_pid;
 
 	if (geteuid() == 0) {
 		if ((pw = getpwnam(cf->privsep_user)) == NULL) {
@@ -650,6 +687,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 		log_msg(LOG_ERR, "socketpair: %s", strerror(errno));
 		return setup_failed(cf, peer, EX_TEMPFAIL_);
 	}
+	monitor_pid = getpid();
 	if ((pid = fork()) == -1) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
 		return setup_failed(cf, peer, EX_TEMPFAIL_);
@@ -657,7 +695,8 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	if (pid == 0) {
 		close(sv[0]);
 		channel = sv[1];
-		confine(cf, pw);
+		confine(cf, pw, monitor_pid);
+		wait_for_monitor();
 		if (privsep_session_hook != NULL) {
 			privsep_session_hook(channel);
 			_exit(0);
@@ -677,6 +716,10 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 		fatal("/dev/null");
 	if (devnull > 2)
 		close(devnull);
+	memset(&ready, 0, sizeof(ready));
+	put_u32(&ready, MSG_READY);
+	if (packet_send(sv[0], &ready) == -1)
+		log_msg(LOG_ERR, "monitor: the session is gone before it began");
 	memset(&m, 0, sizeof(m));
 	m.cf = cf;
 	m.peer = peer;

@@ -489,20 +489,6 @@ auth_login(struct session *s, const char *ir, struct auth_attempt *a)
 }
 
 static void
-auth_delay(const struct session *s, int64_t since_ms)
-{
-	int64_t		 until = since_ms + (int64_t)s->cf->auth_failure_delay * 1000;
-	int64_t		 left;
-	struct timespec	 ts;
-
-	while ((left = until - now_ms()) > 0) {
-		ts.tv_sec = left / 1000;
-		ts.tv_nsec = (left % 1000) * 1000000;
-		(void)nanosleep(&ts, NULL);
-	}
-}
-
-static void
 auth_failed(struct session *s, struct auth_attempt *a, int code,
     const char *text)
 {
@@ -511,7 +497,7 @@ auth_failed(struct session *s, struct auth_attempt *a, int code,
 	log_msg(LOG_NOTICE, "auth failed user=%s mech=%s ip=%s reason=%s "
 	    "tls=%s", a->user[0] != '\0' ? log_escape(a->user, esc,
 	    sizeof(esc)) : "-", a->mech, s->peer, a->reason, s->tls_version);
-	auth_delay(s, a->done_ms);
+	sleep_until(a->done_ms + (int64_t)s->cf->auth_failure_delay * 1000);
 	/*
 	 * A temporary failure counts too: the monitor allows no more AUTH
 	 * requests than max-auth-failures, whatever their outcome.

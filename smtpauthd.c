@@ -144,6 +144,19 @@ now_ms(void)
 }
 
 void
+sleep_until(int64_t deadline_ms)
+{
+	struct timespec	 ts;
+	int64_t		 left;
+
+	while ((left = deadline_ms - now_ms()) > 0) {
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000;
+		(void)nanosleep(&ts, NULL);
+	}
+}
+
+void
 make_queue_id(char id[QUEUE_ID_LEN + 1])
 {
 	static const char hex[] = "0123456789ABCDEF";

@@ -97,6 +97,7 @@ void	 fatal(const char *what) __attribute__((noreturn));
 void	 *xcalloc(size_t, size_t);
 char	 *xstrdup(const char *);
 int64_t	  now_ms(void);
+void	  sleep_until(int64_t deadline_ms);
 void	  make_queue_id(char id[QUEUE_ID_LEN + 1]);
 
 /* ---- connection I/O (io.c) ---- */
