@@ -81,6 +81,7 @@ main(int argc, char *argv[])
 	struct io	 io;
 	FILE		*fp;
 	size_t		 n;
+	int		 rc;
 
 	if (argc != 3)
 		errx(64, "usage: monitor-probe CONF SCRIPT");
@@ -98,5 +99,8 @@ main(int argc, char *argv[])
 		errx(78, "%s: %s", argv[1], cf.errors[0]);
 	io_init(&io, 0, 1, 5000);
 	privsep_session_hook = probe;
-	return privsep_run(&cf, &io, "192.0.2.9", NULL, NULL);
+	rc = privsep_run(&cf, &io, "192.0.2.9", NULL, NULL);
+	conf_free(&cf);
+	free(script);
+	return rc;
 }
