@@ -57,18 +57,16 @@ def have(prog):
     return shutil.which(prog) is not None
 
 
-@pytest.fixture(scope="session")
-def privsep_user():
-    """Root only: the default privsep-user, smtpauthd, as `make install`
-    makes it (created when missing, and left in place)."""
-    if not smtptest.IS_ROOT:
-        pytest.skip("needs root")
+def ensure_privsep_user():
+    """The default privsep-user, smtpauthd, as `make install` makes it
+    (created when missing, and left in place).  Returns its passwd entry,
+    or an error text."""
     try:
         return pwd.getpwnam("smtpauthd")
     except KeyError:
         pass
     if not have("useradd"):
-        pytest.skip("useradd not installed")
+        return "useradd not installed"
     r = subprocess.run(["useradd", "--system", "--no-create-home",
                         "--home-dir", "/nonexistent", "--shell",
                         "/usr/sbin/nologin", "smtpauthd"],
@@ -76,5 +74,31 @@ def privsep_user():
     try:
         return pwd.getpwnam("smtpauthd")
     except KeyError:
-        pytest.fail("useradd smtpauthd: %s" % r.stderr.decode(errors="replace"),
-                    pytrace=False)
+        return "useradd smtpauthd: %s" % r.stderr.decode(errors="replace")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def privsep_user_when_root():
+    """smtpauthd run as root refuses to start without its privsep-user:
+    every test run as root needs it."""
+    if smtptest.IS_ROOT:
+        ensure_privsep_user()
+
+
+@pytest.fixture(scope="session")
+def privsep_user():
+    """Root only: the privsep-user's passwd entry."""
+    if not smtptest.IS_ROOT:
+        pytest.skip("needs root")
+    entry = ensure_privsep_user()
+    if isinstance(entry, str):
+        pytest.fail(entry, pytrace=False)
+    return entry
+
+
+@pytest.fixture(scope="session")
+def pki(stage):
+    """Test CA, intermediate and server certificates (smtptest.Pki)."""
+    if not have("openssl"):
+        pytest.skip("openssl not installed")
+    return smtptest.Pki(stage.dir)

@@ -20,9 +20,11 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+import warnings
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TESTS)
@@ -258,7 +260,7 @@ class Client:
             chunk = self.sock.recv(65536)
         except socket.timeout:
             raise TimeoutError("no reply in time; have %r" % self.buf[:300])
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
             chunk = b""
         if not chunk:
             self.eof = True
@@ -329,6 +331,23 @@ class Client:
             pass
         data, self.buf = self.buf, b""
         return data
+
+    # --- TLS
+    def wrap_tls(self, ctx=None, server_hostname=None, timeout=10):
+        """Run the TLS handshake on the connection (at once for implicit
+        TLS, or after the 220 to STARTTLS) and carry on inside TLS.  Nothing
+        may be buffered: it would be plaintext the server sent unasked."""
+        assert self.buf == b"", "plaintext before the handshake: %r" % self.buf
+        self.plain_sock = self.sock
+        self.sock.settimeout(timeout)
+        self.sock = (ctx or tls_client_context()).wrap_socket(
+            self.sock, server_hostname=server_hostname)
+        return self.sock
+
+    def starttls(self, ctx=None, server_hostname=None):
+        """STARTTLS, its 220 and the handshake."""
+        check(self.cmd("STARTTLS"), 220, "2.0.0")
+        return self.wrap_tls(ctx, server_hostname)
 
     # --- SMTP steps
     def greeting(self, timeout=10):
@@ -521,7 +540,8 @@ def split_received(message):
     # Our header ends with the "; DATE" line after "(authenticated user U)"
     # (a message whose first line starts with white space would otherwise
     # look like a continuation of it).
-    m = re.match(rb"Received: [^\n]*\n\tby [^\n]*\n\t\(authenticated user [^\n]*\)"
+    m = re.match(rb"Received: [^\n]*\n\tby [^\n]*\n(?:\t\(using [^\n]*\)\n)?"
+                 rb"\t\(authenticated user [^\n]*\)"
                  rb"(?:\n\tfor <[^\n]*>)?; [^\n]*\n", message)
     if m:
         return message[:m.end()], message[m.end():]
@@ -539,12 +559,19 @@ DATE_RE = (r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d{1,2} "
 
 
 def received_re(helo=r"[^\s()\\]+", ip=PEER, user="alice", rcpt=None,
-                host=HOSTNAME, proto="ESMTPA"):
-    """The exact shape of our Received: header (spec, relay.c)."""
+                host=HOSTNAME, proto=None, tls=None):
+    """The exact shape of our Received: header (spec, relay.c).  tls is
+    None (plaintext: ESMTPA) or (version, cipher), regular expressions for
+    the "(using VERSION with cipher CIPHER)" comment (ESMTPSA)."""
+    if proto is None:
+        proto = "ESMTPA" if tls is None else "ESMTPSA"
     r = (r"Received: from (?P<helo>%s) \(\[(?P<ip>%s)\]\)\n"
          r"\tby %s \(smtpauthd\) with %s id (?P<id>[0-9A-Fa-f]{16})\n"
-         r"\t\(authenticated user %s\)" % (helo, re.escape(ip), re.escape(host),
-                                           proto, re.escape(user)))
+         % (helo, re.escape(ip), re.escape(host), proto))
+    if tls is not None:
+        r += (r"\t\(using (?P<tls_version>%s) with cipher (?P<tls_cipher>%s)\)\n"
+              % tls)
+    r += r"\t\(authenticated user %s\)" % re.escape(user)
     if rcpt is None:
         r += r";"
     else:
@@ -922,3 +949,165 @@ def timed(fn, *a, **kw):
     t = time.monotonic()
     r = fn(*a, **kw)
     return r, time.monotonic() - t
+
+
+# --------------------------------------------------------------------------
+# TLS: the client side, and test certificates made with openssl(1)
+
+def tls_client_context(cafile=None, minimum=None, maximum=None, ciphers=None):
+    """A client context.  Without cafile it checks nothing (the tests'
+    certificates are their own); minimum/maximum are ssl.TLSVersion values.
+    Versions below 1.2 need security level 0 on OpenSSL 3, so asking for
+    one lowers it: the client must offer what the server is to refuse."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    old = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
+    if minimum in old or maximum in old:
+        ctx.set_ciphers((ciphers or "DEFAULT") + ":@SECLEVEL=0")
+    elif ciphers:
+        ctx.set_ciphers(ciphers)
+    with warnings.catch_warnings():         # TLSv1 and TLSv1_1 are deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if minimum is not None:
+            ctx.minimum_version = minimum
+        if maximum is not None:
+            ctx.maximum_version = maximum
+    return ctx
+
+
+def openssl(*args, input=None, timeout=30):
+    r = subprocess.run(["openssl"] + list(args), input=input,
+                       capture_output=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError("openssl %s: %s" % (" ".join(args),
+                                                 r.stderr.decode(errors="replace")))
+    return r
+
+
+class Pki:
+    """Keys (EC P-256) and certificates for the TLS tests, in a directory of
+    the stage: a root CA, an intermediate CA it signed, and leaf
+    certificates for HOSTNAME signed by the intermediate.
+
+      ca.pem             the root (what a verifying client trusts)
+      chain.pem          leaf + intermediate, for tls-cert
+      leaf.key           its key
+      other.key          a key that belongs to no certificate
+      expired.pem        leaf.key's certificate, valid only in 2000
+      soon.pem           leaf.key's certificate, expiring in 5 days
+      unreadable.key     a copy of leaf.key no one but root may read
+      garbage.key        not PEM at all
+
+    Everything the server reads is readable by the user it runs as."""
+
+    CA_CNF = """\
+[ ca ]
+default_ca = testca
+[ testca ]
+dir = %(dir)s
+database = %(dir)s/index.txt
+new_certs_dir = %(dir)s/newcerts
+serial = %(dir)s/serial
+default_md = sha256
+policy = anything
+unique_subject = no
+copy_extensions = none
+[ anything ]
+commonName = supplied
+[ req ]
+distinguished_name = dn
+[ dn ]
+[ v3_ca ]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[ v3_int ]
+basicConstraints = critical,CA:TRUE,pathlen:0
+keyUsage = critical,keyCertSign,cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[ v3_leaf ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = DNS:%(host)s
+"""
+
+    def __init__(self, parent, host=HOSTNAME):
+        self.dir = os.path.join(parent, "pki")
+        os.mkdir(self.dir)
+        os.chmod(self.dir, 0o755)
+        os.mkdir(os.path.join(self.dir, "newcerts"))
+        self.cnf = self.path("ca.cnf")
+        with open(self.cnf, "w") as f:
+            f.write(self.CA_CNF % {"dir": self.dir, "host": host})
+        open(self.path("index.txt"), "w").close()
+        with open(self.path("serial"), "w") as f:
+            f.write("1000\n")
+        for k in ("ca", "int", "leaf", "other"):
+            self.key(k + ".key")
+        # the root, self-signed
+        openssl("req", "-config", self.cnf, "-new", "-x509", "-key", self.path("ca.key"),
+                "-subj", "/CN=smtpauthd test root CA", "-days", "30",
+                "-extensions", "v3_ca", "-out", self.path("ca.pem"))
+        # the intermediate, signed by the root
+        self.csr("int.key", "/CN=smtpauthd test intermediate CA", "int.csr")
+        self.sign("ca", "int.csr", "int.pem", "v3_int", days=30)
+        # leaves, signed by the intermediate
+        self.csr("leaf.key", "/CN=" + host, "leaf.csr")
+        self.sign("int", "leaf.csr", "leaf.pem", "v3_leaf", days=30)
+        self.sign("int", "leaf.csr", "expired.pem", "v3_leaf",
+                  dates=("20000101000000Z", "20000102000000Z"))
+        self.sign("int", "leaf.csr", "soon.pem", "v3_leaf", days=5)
+        with open(self.path("chain.pem"), "wb") as f:
+            for n in ("leaf.pem", "int.pem"):
+                with open(self.path(n), "rb") as g:
+                    f.write(g.read())
+        for n in ("expired.pem", "soon.pem"):          # served with their chain
+            with open(self.path(n), "ab") as f, open(self.path("int.pem"), "rb") as g:
+                f.write(g.read())
+        shutil.copy(self.path("leaf.key"), self.path("unreadable.key"))
+        os.chmod(self.path("unreadable.key"), 0)      # and owned by us, not RUN_UID
+        with open(self.path("garbage.key"), "w") as f:
+            f.write("this is not a key\n")
+        for n in os.listdir(self.dir):
+            p = self.path(n)
+            if n.endswith(".pem") or n == "garbage.key":
+                os.chmod(p, 0o644)
+            elif n.endswith(".key") and n != "unreadable.key":
+                os.chmod(p, 0o600)
+                if IS_ROOT:
+                    os.chown(p, RUN_UID, RUN_GID)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def key(self, name):
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-out", self.path(name))
+
+    def csr(self, key, subj, out):
+        openssl("req", "-config", self.cnf, "-new", "-key", self.path(key),
+                "-subj", subj, "-out", self.path(out))
+
+    def sign(self, issuer, csr, out, ext, days=None, dates=None):
+        args = ["ca", "-batch", "-notext", "-config", self.cnf,
+                "-cert", self.path(issuer + ".pem"), "-keyfile", self.path(issuer + ".key"),
+                "-in", self.path(csr), "-out", self.path(out), "-extensions", ext]
+        if dates:
+            args += ["-startdate", dates[0], "-enddate", dates[1]]
+        else:
+            args += ["-days", str(days)]
+        openssl(*args)
+
+    def pem_certs(self, name):
+        with open(self.path(name)) as f:
+            return re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----",
+                              f.read(), re.S)
