@@ -188,11 +188,16 @@ auth_offered(const struct session *s)
 	return s->io->tls != NULL || !s->cf->auth_require_tls;
 }
 
+/*
+ * Not after AUTH (possible in plaintext only with auth-require-tls no):
+ * RFC 3207 would have the login forgotten, and the monitor, which checked
+ * that login, allows no second one.
+ */
 static int
 starttls_offered(const struct session *s)
 {
 	return s->cf->tls == TLS_STARTTLS && s->starttls_ctx != NULL &&
-	    s->io->tls == NULL;
+	    s->io->tls == NULL && !s->authenticated;
 }
 
 static int
@@ -311,6 +316,10 @@ cmd_starttls(struct session *s, char *arg)
 	}
 	if (*arg != '\0') {
 		reply_error(s, 501, "5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->authenticated) {
+		reply_error(s, 503, "5.5.1 STARTTLS not allowed after AUTH");
 		return;
 	}
 	if (s->starttls_ctx == NULL) {
