@@ -99,7 +99,6 @@ install: smtpauthd
 	install -m 644 man/smtpauthd.8 $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd || \
 	    install -m 644 pam.d/smtpauthd $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd
-	install -d -m 555 $(DESTDIR)/var/empty
 	# The unprivileged user of the network-facing process (privsep-user):
 	# made on the live system only, never into a DESTDIR.
 	if [ -z "$(DESTDIR)" ] && ! getent passwd smtpauthd >/dev/null; then \

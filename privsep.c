@@ -404,7 +404,8 @@ monitor_submit(struct monitor *m, struct packet *p)
 		monitor_refuse("malformed SUBMIT");
 	if (nrcpts == 0 || nrcpts > m->cf->max_recipients)
 		monitor_refuse("SUBMIT with a bad number of recipients");
-	if (env.sender[0] != '\0' && !addr_is_safe(env.sender))
+	if (env.sender[0] != '\0' && (!addr_is_safe(env.sender) ||
+	    strchr(env.sender, '@') == NULL))
 		monitor_refuse("SUBMIT with an unsafe sender");
 	env.rcpts = xcalloc(nrcpts, sizeof(*env.rcpts));
 	for (i = 0; i < nrcpts; i++) {
@@ -486,8 +487,7 @@ install_seccomp(void)
 	static const char *const needed[] = {
 		"read", "write", "readv", "writev", "close", "poll", "ppoll",
 		"lseek", "ftruncate", "fstat", "newfstatat", "dup", "fcntl",
-		"sendto", "sendmsg", "recvfrom", "recvmsg", "setsockopt",
-		"getsockopt", "brk", "mmap", "munmap", "mremap", "madvise",
+		"recvfrom", "setsockopt", "getsockopt", "brk", "mmap", "munmap", "mremap", "madvise",
 		"futex", "clock_gettime", "clock_nanosleep", "nanosleep",
 		"gettimeofday", "getrandom", "getpid", "gettid",
 		"rt_sigreturn", "rt_sigprocmask", "restart_syscall",
@@ -508,6 +508,14 @@ install_seccomp(void)
 	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
 		return -1;
 	if (seccomp_allow(ctx, needed, sizeof(needed) / sizeof(needed[0])) == 0 &&
+	    /* send() on the channel and the syslog socket: no address. */
+	    seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(sendto), 1,
+	    SCMP_A4(SCMP_CMP_EQ, 0)) == 0 &&
+	    /* syslog(3) reconnecting after syslogd went away: just fail. */
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket),
+	    0) == 0 &&
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(connect),
+	    0) == 0 &&
 	    (!SANITIZED || seccomp_allow(ctx, sanitizer,
 	    sizeof(sanitizer) / sizeof(sanitizer[0])) == 0) &&
 	    seccomp_load(ctx) == 0)

@@ -270,6 +270,28 @@ refuse_connection(const struct config *cf, const char *peer,
 	    "messages=0", peer, reason);
 }
 
+/*
+ * inetd and xinetd put the connection on fd 2 too: anything written to
+ * stderr (a library's complaint) would reach the client, and the monitor
+ * would hold the connection after letting go of fds 0 and 1.
+ */
+static void
+stderr_off_the_socket(void)
+{
+	struct stat	 in, errst;
+	int		 fd;
+
+	if (fstat(0, &in) == -1 || fstat(2, &errst) == -1 ||
+	    !S_ISSOCK(errst.st_mode) || in.st_dev != errst.st_dev ||
+	    in.st_ino != errst.st_ino)
+		return;
+	if ((fd = open("/dev/null", O_WRONLY)) != -1) {
+		(void)dup2(fd, 2);
+		if (fd != 2)
+			close(fd);
+	}
+}
+
 static int
 serve(struct config *cf)
 {
@@ -314,6 +336,7 @@ main(int argc, char *argv[])
 	sigset_t	 none;
 
 	sanitise_fds();
+	stderr_off_the_socket();
 	umask(077);
 	/* A core file would hold passwords. */
 	if (setrlimit(RLIMIT_CORE, &nocore) == -1)

@@ -309,7 +309,7 @@ def run_phases(env, c, uid, gid, root_dir, rootmode, login, sender):
 def test_session_confined_as_root(env, account, privsep_user):
     c = start_root(env, max_message_size=10485760)
     run_phases(env, c, privsep_user.pw_uid, privsep_user.pw_gid,
-               "/var/empty", True, login_root, USER + "@example.org")
+               "/run/smtpauthd", True, login_root, USER + "@example.org")
 
 
 @needs_root
@@ -378,7 +378,7 @@ def test_sendmail_as_user_through_the_monitor(env, account, privsep_user):
     monitor = c.proc.pid
     login_root(c)
     session = check_two_processes(monitor, c.server_ino, privsep_user.pw_uid,
-                                  privsep_user.pw_gid, "/var/empty", True)
+                                  privsep_user.pw_gid, "/run/smtpauthd", True)
     check(c.transaction(sender=USER + "@example.org",
                         rcpts=["x@example.net", "y@example.net"]),
           250, "2.0.0")
@@ -472,7 +472,7 @@ def test_session_death_as_root(env, account, privsep_user, phase, sig):
     to_phase(c, phase, login_root, USER + "@example.org")
     session = check_two_processes(c.proc.pid, c.server_ino,
                                   privsep_user.pw_uid, privsep_user.pw_gid,
-                                  "/var/empty", True)
+                                  "/run/smtpauthd", True)
     time.sleep(0.1)
     held = spool_holders(env.spool)
     os.kill(session, sig)
@@ -1008,4 +1008,4 @@ def test_tls_in_the_session_as_root(env, cert, account, privsep_user, mode):
     c = start_root(env, greet=False, **tls_conf(env, cert, mode))
     tls_session(env, c, login_root, USER + "@example.org",
                 mode == "implicit", True, privsep_user.pw_uid,
-                privsep_user.pw_gid, "/var/empty")
+                privsep_user.pw_gid, "/run/smtpauthd")
