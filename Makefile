@@ -22,11 +22,12 @@ WARN      = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 HARDEN    = -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
 CFLAGS   ?= -O2 -g
 LDHARDEN  = -pie -Wl,-z,relro,-z,now
-LIBS      = -lpam -lcrypt -lssl -lcrypto
+LIBS      = -lpam -lcrypt -lssl -lcrypto -lseccomp
 SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
-SRCS = smtpauthd.c smtp.c io.c tls.c auth.c relay.c conf.c data.c addr.c
+SRCS = smtpauthd.c smtp.c io.c tls.c auth.c relay.c conf.c data.c addr.c \
+       privsep.c
 HDRS = smtpauthd.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
@@ -36,7 +37,7 @@ ASAN_LIB_OBJS = $(filter-out build/asan/smtpauthd.o,$(ASAN_OBJS)) \
             build/asan/smtpauthd-nomain.o
 
 TEST_PROGS = tests/unit tests/unit-asan tests/capture-sendmail \
-            tests/pam_counter.so
+            tests/pam_counter.so tests/monitor-probe tests/monitor-probe-asan
 
 all: smtpauthd smtpauthd-asan
 
@@ -67,6 +68,14 @@ tests/unit: tests/unit.c $(LIB_OBJS) $(HDRS)
 
 tests/unit-asan: tests/unit.c $(ASAN_LIB_OBJS) $(HDRS)
 	$(CC) $(WARN) $(SANITIZE) -I. -pie -o $@ tests/unit.c \
+	    $(ASAN_LIB_OBJS) $(LIBS)
+
+tests/monitor-probe: tests/monitor-probe.c $(LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -I. $(LDHARDEN) -o $@ \
+	    tests/monitor-probe.c $(LIB_OBJS) $(LIBS)
+
+tests/monitor-probe-asan: tests/monitor-probe.c $(ASAN_LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(SANITIZE) -I. -pie -o $@ tests/monitor-probe.c \
 	    $(ASAN_LIB_OBJS) $(LIBS)
 
 tests/capture-sendmail: tests/capture-sendmail.c
@@ -173,6 +182,12 @@ install: smtpauthd
 	install -m 644 man/smtpauthd.8 $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
 	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd || \
 	    install -m 644 pam.d/smtpauthd $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd
+	# The unprivileged user of the network-facing process (privsep-user):
+	# made on the live system only, never into a DESTDIR.
+	if [ -z "$(DESTDIR)" ] && ! getent passwd smtpauthd >/dev/null; then \
+	    useradd --system --no-create-home --home-dir /nonexistent \
+	        --shell /usr/sbin/nologin smtpauthd; \
+	fi
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/smtpauthd \

@@ -3,9 +3,10 @@
  * PLAIN split (RFC 4648, RFC 4616), the PAM conversation, the crypt(3)
  * password file (libxcrypt), and -H, which makes hashes for that file.
  *
- * auth_check() is the seam privilege separation will move behind a process
- * boundary: it takes a user, a password and the peer, and answers ok, fail
- * or tempfail, with the canonical user name on success.  It never says why
+ * auth_check() is the seam privilege separation puts behind a process
+ * boundary (privsep.c): it takes a mechanism, a user, a password and the
+ * peer, and answers ok, fail or tempfail, with the canonical user name on
+ * success.  It never says why
  * to the client; the reason goes to the log only.
  */
 #include <sys/stat.h>
@@ -248,8 +249,9 @@ pam_result(int rc)
 }
 
 static int
-auth_pam(const struct config *cf, const char *user, const char *pass,
-    const char *peer, char *canon, size_t canonsize, const char **reason)
+auth_pam(const struct config *cf, const char *mech, const char *user,
+    const char *pass, const char *peer, char *canon, size_t canonsize,
+    const char **reason)
 {
 	struct pam_creds	 cr = { user, pass };
 	struct pam_conv		 conv = { pam_conv_fn, &cr };
@@ -285,7 +287,7 @@ auth_pam(const struct config *cf, const char *user, const char *pass,
 		*reason = result == AUTH_TEMPFAIL ? "unavailable" :
 		    rc == PAM_NEW_AUTHTOK_REQD ? "password-expired" :
 		    rc == PAM_ACCT_EXPIRED ? "account-expired" : "credentials";
-		log_msg(LOG_INFO, "pam %s: %s", cf->pam_service,
+		log_msg(LOG_INFO, "pam %s (%s): %s", cf->pam_service, mech,
 		    pam_strerror(ph, rc));
 	}
 	pam_end(ph, rc);
@@ -509,8 +511,9 @@ auth_file(const struct config *cf, const char *user, const char *pass,
 }
 
 int
-auth_check(const struct config *cf, const char *user, const char *pass,
-    const char *peer, char *canon, size_t canonsize, const char **reason)
+auth_check(const struct config *cf, const char *mech, const char *user,
+    const char *pass, const char *peer, char *canon, size_t canonsize,
+    const char **reason)
 {
 	int rc;
 
@@ -523,7 +526,8 @@ auth_check(const struct config *cf, const char *user, const char *pass,
 		return AUTH_FAIL;
 	}
 	if (cf->auth == AUTH_PAM)
-		rc = auth_pam(cf, user, pass, peer, canon, canonsize, reason);
+		rc = auth_pam(cf, mech, user, pass, peer, canon, canonsize,
+		    reason);
 	else
 		rc = auth_file(cf, user, pass, canon, canonsize, reason);
 	/*

@@ -74,6 +74,8 @@ static const struct conf_key conf_keys[] = {
 	    "300" },
 	{ "spool-dir", K_PATH, OFF(spool_dir), 0, 0, NULL, "/var/tmp" },
 	{ "privsep-user", K_NAME, OFF(privsep_user), 0, 0, NULL, "smtpauthd" },
+	{ "privsep-dir", K_PATH, OFF(privsep_dir), 0, 0, NULL,
+	    "/run/smtpauthd" },
 };
 
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -494,6 +496,13 @@ conf_check(struct config *cf, FILE *report)
 		fprintf(report, "smtpauthd: warning: tls none with "
 		    "auth-require-tls yes: AUTH is never offered, so no one "
 		    "can send\n");
+	if (geteuid() == 0 && getpwnam(cf->privsep_user) == NULL)
+		conf_error(cf, "privsep-user %s does not exist (make install "
+		    "creates it)", cf->privsep_user);
+	if (stat(cf->privsep_dir, &st) == 0 && (!S_ISDIR(st.st_mode) ||
+	    st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0))
+		conf_error(cf, "privsep-dir %s: must be a directory owned by "
+		    "root and writable by no one else", cf->privsep_dir);
 	if (cf->max_message_size > SIZE_MAX / 2)
 		conf_error(cf, "max-message-size %llu: too large for this "
 		    "machine", (unsigned long long)cf->max_message_size);

@@ -3,8 +3,8 @@
  * Received: header, running sendmail as the authenticated user, and
  * turning its exit status into the SMTP reply.
  *
- * relay_submit() is the seam privilege separation will move behind a
- * process boundary: an envelope and a spool descriptor in, a reply out.
+ * relay_submit() is the seam privilege separation puts behind a process
+ * boundary (privsep.c): an envelope and a spool descriptor in, a reply out.
  * sendmail gets the envelope in argv (never through a shell), the spool as
  * standard input, a fixed environment and no other descriptors, and is
  * killed with its whole process group when it takes too long.

@@ -189,11 +189,16 @@ auth_offered(const struct session *s)
 	return s->io->tls != NULL || !s->cf->auth_require_tls;
 }
 
+/*
+ * Not after AUTH (possible in plaintext only with auth-require-tls no):
+ * RFC 3207 would have the login forgotten, and the monitor, which checked
+ * that login, allows no second one.
+ */
 static int
 starttls_offered(const struct session *s)
 {
 	return s->cf->tls == TLS_STARTTLS && s->starttls_ctx != NULL &&
-	    s->io->tls == NULL;
+	    s->io->tls == NULL && !s->authenticated;
 }
 
 static int
@@ -314,6 +319,10 @@ cmd_starttls(struct session *s, char *arg)
 	}
 	if (*arg != '\0') {
 		reply_error(s, 501, "5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->authenticated) {
+		reply_error(s, 503, "5.5.1 STARTTLS not allowed after AUTH");
 		return;
 	}
 	if (s->starttls_ctx == NULL) {
@@ -492,20 +501,6 @@ auth_login(struct session *s, const char *ir, struct auth_attempt *a)
 }
 
 static void
-auth_delay(const struct session *s, int64_t since_ms)
-{
-	int64_t		 until = since_ms + (int64_t)s->cf->auth_failure_delay * 1000;
-	int64_t		 left;
-	struct timespec	 ts;
-
-	while ((left = until - now_ms()) > 0) {
-		ts.tv_sec = left / 1000;
-		ts.tv_nsec = (left % 1000) * 1000000;
-		(void)nanosleep(&ts, NULL);
-	}
-}
-
-static void
 auth_failed(struct session *s, struct auth_attempt *a, int code,
     const char *text)
 {
@@ -514,8 +509,12 @@ auth_failed(struct session *s, struct auth_attempt *a, int code,
 	log_msg(LOG_NOTICE, "auth failed user=%s mech=%s ip=%s reason=%s "
 	    "tls=%s", a->user[0] != '\0' ? log_escape(a->user, esc,
 	    sizeof(esc)) : "-", a->mech, s->peer, a->reason, s->tls_version);
-	auth_delay(s, a->done_ms);
-	if (code != 454 && ++s->auth_failures >= s->cf->max_auth_failures) {
+	sleep_until(a->done_ms + (int64_t)s->cf->auth_failure_delay * 1000);
+	/*
+	 * A temporary failure counts too: the monitor allows no more AUTH
+	 * requests than max-auth-failures, whatever their outcome.
+	 */
+	if (++s->auth_failures >= s->cf->max_auth_failures) {
 		reply(s, 421, "4.7.0 %s Too many authentication failures",
 		    s->cf->hostname);
 		close_session(s, "auth-failures");
@@ -532,11 +531,19 @@ auth_run(struct session *s, struct auth_attempt *a)
 	char	canon[AUTH_USER_MAX + 1];
 	int	rc;
 
+	/* What no backend may see is refused here, before asking one. */
+	if (a->reason == NULL && !auth_user_acceptable(a->user,
+	    strlen(a->user)))
+		a->reason = "bad-username";
+	if (a->reason == NULL && a->pass[0] == '\0')
+		a->reason = "empty-password";
+	if (a->reason == NULL && strlen(a->pass) > AUTH_PASS_MAX)
+		a->reason = "bad-password";
 	if (a->reason != NULL) {
 		auth_failed(s, a, 535, bad_credentials);
 		return;
 	}
-	rc = s->backend->auth(s->cf, a->user, a->pass, s->peer, canon,
+	rc = s->backend->auth(s->cf, a->mech, a->user, a->pass, s->peer, canon,
 	    sizeof(canon), &a->reason);
 	if (rc == AUTH_OK) {
 		char esc[ESC_MAX];
@@ -946,7 +953,7 @@ cmd_data(struct session *s, char *arg)
 	if (s->io->tls != NULL)
 		snprintf(tls_info, sizeof(tls_info), "(using %s with cipher %s)",
 		    s->tls_version, s->tls_cipher);
-	if ((sp.fd = spool_open(s->cf)) == -1 ||
+	if ((sp.fd = s->backend->spool(s->cf)) == -1 ||
 	    relay_received(s->cf, sp.fd, s->helo, s->peer, queue_id, s->user,
 	    &s->env, tls_info[0] != '\0' ? tls_info : NULL) == -1) {
 		if (sp.fd != -1)

@@ -27,13 +27,22 @@
 #define MAX_OPTIONS	128
 
 static int log_to_stderr;
+static char log_ident[32];
 
 void
 log_init(int to_stderr)
 {
+	/*
+	 * "smtpauthd[PID]" with the pid of the process started for the
+	 * connection: the session process logs under it too, so that one
+	 * pid finds every line of a connection.  The socket to syslog is
+	 * opened now, before the session is chrooted.
+	 */
+	snprintf(log_ident, sizeof(log_ident), "smtpauthd[%ld]",
+	    (long)getpid());
 	log_to_stderr = to_stderr;
 	if (!to_stderr)
-		openlog("smtpauthd", LOG_PID | LOG_NDELAY, LOG_MAIL);
+		openlog(log_ident, LOG_NDELAY, LOG_MAIL);
 }
 
 void
@@ -46,7 +55,7 @@ log_msg(int prio, const char *fmt, ...)
 		char line[2048];
 
 		vsnprintf(line, sizeof(line), fmt, ap);
-		fprintf(stderr, "smtpauthd[%ld]: %s\n", (long)getpid(), line);
+		fprintf(stderr, "%s: %s\n", log_ident, line);
 	} else
 		vsyslog(prio, fmt, ap);
 	va_end(ap);
@@ -132,6 +141,19 @@ now_ms(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
 		fatal("clock_gettime");
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+sleep_until(int64_t deadline_ms)
+{
+	struct timespec	 ts;
+	int64_t		 left;
+
+	while ((left = deadline_ms - now_ms()) > 0) {
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (left % 1000) * 1000000;
+		(void)nanosleep(&ts, NULL);
+	}
 }
 
 void
@@ -233,53 +255,74 @@ load_tls(const struct config *cf)
 	return ctx;
 }
 
-/* Until privilege separation: the session calls the backends itself. */
-static const struct backend direct = { auth_check, relay_submit };
+/*
+ * Turn the client away before any session: 421 and the reason in the log.
+ * An implicit-TLS client would take plaintext for a broken handshake, so
+ * it gets nothing.
+ */
+void
+refuse_connection(const struct config *cf, const char *peer,
+    const char *why, const char *reason)
+{
+	if (cf->tls != TLS_IMPLICIT)
+		dprintf(1, "421 4.3.0 %s Service unavailable: %s\r\n",
+		    cf->hostname, why);
+	log_msg(LOG_INFO, "disconnect ip=%s user=- reason=%s commands=0 "
+	    "messages=0", peer, reason);
+}
+
+/*
+ * inetd and xinetd put the connection on fd 2 too: anything written to
+ * stderr (a library's complaint) would reach the client, and the monitor
+ * would hold the connection after letting go of fds 0 and 1.
+ */
+static void
+stderr_off_the_socket(void)
+{
+	struct stat	 in, errst;
+	int		 fd;
+
+	if (fstat(0, &in) == -1 || fstat(2, &errst) == -1 ||
+	    !S_ISSOCK(errst.st_mode) || in.st_dev != errst.st_dev ||
+	    in.st_ino != errst.st_ino)
+		return;
+	if ((fd = open("/dev/null", O_WRONLY)) != -1) {
+		(void)dup2(fd, 2);
+		if (fd != 2)
+			close(fd);
+	}
+}
 
 static int
 serve(struct config *cf)
 {
 	struct io		*io;
 	struct ssl_ctx_st	*ctx;
-	struct ssl_st		*ssl;
 	char			 peer[PEER_MAX];
 	size_t			 i;
+	int			 rc;
 
 	peer_address(peer, sizeof(peer));
 	log_msg(LOG_INFO, "connect ip=%s", peer);
 	if (cf->nerrors > 0) {
 		for (i = 0; i < cf->nerrors; i++)
 			log_msg(LOG_ERR, "config error: %s", cf->errors[i]);
-		/* An implicit-TLS client would read plaintext as garbage. */
-		if (cf->tls != TLS_IMPLICIT)
-			dprintf(1, "421 4.3.0 %s Service unavailable: "
-			    "configuration error\r\n", cf->hostname);
-		log_msg(LOG_INFO, "disconnect ip=%s user=- reason=config-error "
-		    "commands=0 messages=0", peer);
+		refuse_connection(cf, peer, "configuration error",
+		    "config-error");
 		return EX_CONFIG_;
 	}
 	ctx = load_tls(cf);
+	if (cf->tls == TLS_IMPLICIT && ctx == NULL) {
+		refuse_connection(cf, peer, "", "tls-unavailable");
+		return EX_CONFIG_;
+	}
 	io = xcalloc(1, sizeof(*io));
 	io_init(io, 0, 1, cf->timeout * 1000);
-	if (cf->tls == TLS_IMPLICIT) {
-		ssl = ctx == NULL ? NULL : tls_accept(ctx, 0, 1, now_ms() +
-		    (int64_t)cf->timeout * 1000, peer);
-		if (ssl == NULL) {
-			log_msg(LOG_INFO, "disconnect ip=%s user=- reason=%s "
-			    "commands=0 messages=0", peer, ctx == NULL ?
-			    "tls-unavailable" : "tls-failed");
-			tls_context_free(ctx);
-			free(io);
-			return ctx == NULL ? EX_CONFIG_ : 0;
-		}
-		io_start_tls(io, ssl);
-	}
-	smtp_session(cf, io, peer, cf->tls == TLS_STARTTLS ? ctx : NULL,
-	    &direct);
-	tls_close(io->tls);
+	rc = privsep_run(cf, io, peer, cf->tls == TLS_STARTTLS ? ctx : NULL,
+	    cf->tls == TLS_IMPLICIT ? ctx : NULL);
 	tls_context_free(ctx);
 	free(io);
-	return 0;
+	return rc;
 }
 
 int
@@ -294,6 +337,7 @@ main(int argc, char *argv[])
 	sigset_t	 none;
 
 	sanitise_fds();
+	stderr_off_the_socket();
 	umask(077);
 	/* A core file would hold passwords. */
 	if (setrlimit(RLIMIT_CORE, &nocore) == -1)

@@ -17,6 +17,7 @@
 
 #define EX_OK_			0
 #define EX_SOFTWARE_		70	/* sysexits.h EX_SOFTWARE */
+#define EX_TEMPFAIL_		75	/* sysexits.h EX_TEMPFAIL */
 #define EX_CONFIG_		78	/* sysexits.h EX_CONFIG */
 
 /* RFC 5321 4.5.3.1 limits, in octets. */
@@ -63,6 +64,7 @@ struct config {
 	uint64_t	 sendmail_timeout;
 	char		*spool_dir;
 	char		*privsep_user;
+	char		*privsep_dir;
 	int		 hostname_looked_up;	/* the default came from DNS */
 
 	/* Problems found while loading; reported by -t or at connection. */
@@ -95,6 +97,7 @@ void	 fatal(const char *what) __attribute__((noreturn));
 void	 *xcalloc(size_t, size_t);
 char	 *xstrdup(const char *);
 int64_t	  now_ms(void);
+void	  sleep_until(int64_t deadline_ms);
 void	  make_queue_id(char id[QUEUE_ID_LEN + 1]);
 
 /* ---- connection I/O (io.c) ---- */
@@ -228,12 +231,13 @@ struct envelope {
  * without knowing who answers (directly, a monitor process, a test fake).
  */
 struct backend {
-	int	(*auth)(const struct config *, const char *user,
-		    const char *pass, const char *peer, char *canon,
-		    size_t canonsize, const char **reason);
+	int	(*auth)(const struct config *, const char *mech,
+		    const char *user, const char *pass, const char *peer,
+		    char *canon, size_t canonsize, const char **reason);
 	int	(*submit)(const struct config *, const struct envelope *,
 		    int spool_fd, const char *user, const char *queue_id,
 		    struct relay_reply *);
+	int	(*spool)(const struct config *);	/* an empty spool */
 };
 
 int	 smtp_session(const struct config *, struct io *, const char *peer,
@@ -250,11 +254,20 @@ size_t	 base64_encode(const unsigned char *in, size_t inlen, char *out,
 int	 sasl_plain_split(const unsigned char *buf, size_t len,
 	    char *user, size_t usersize, char *pass, size_t passsize);
 int	 auth_user_acceptable(const char *user, size_t len);
-int	 auth_check(const struct config *, const char *user, const char *pass,
+int	 auth_check(const struct config *, const char *mech, const char *user,
+	    const char *pass,
 	    const char *peer, char *canon, size_t canonsize,
 	    const char **reason);
 int	 auth_hash_password(FILE *in, FILE *out);
 int	 auth_check_passwd_file(const struct config *, FILE *report);
+
+/* ---- privilege separation (privsep.c) ---- */
+
+extern void (*privsep_session_hook)(int channel);
+void	 refuse_connection(const struct config *, const char *peer,
+	    const char *why, const char *reason);
+int	 privsep_run(const struct config *, struct io *, const char *peer,
+	    struct ssl_ctx_st *starttls_ctx, struct ssl_ctx_st *implicit_ctx);
 
 /* ---- injection (relay.c) ---- */
 

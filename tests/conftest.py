@@ -7,7 +7,9 @@ directories for a post-mortem).
 """
 
 import os
+import pwd
 import shutil
+import subprocess
 
 import pytest
 
@@ -53,6 +55,45 @@ def pytest_report_header(config):
 
 def have(prog):
     return shutil.which(prog) is not None
+
+
+def ensure_privsep_user():
+    """The default privsep-user, smtpauthd, as `make install` makes it
+    (created when missing, and left in place).  Returns its passwd entry,
+    or an error text."""
+    try:
+        return pwd.getpwnam("smtpauthd")
+    except KeyError:
+        pass
+    if not have("useradd"):
+        return "useradd not installed"
+    r = subprocess.run(["useradd", "--system", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell",
+                        "/usr/sbin/nologin", "smtpauthd"],
+                       capture_output=True, timeout=60)
+    try:
+        return pwd.getpwnam("smtpauthd")
+    except KeyError:
+        return "useradd smtpauthd: %s" % r.stderr.decode(errors="replace")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def privsep_user_when_root():
+    """smtpauthd run as root refuses to start without its privsep-user:
+    every test run as root needs it."""
+    if smtptest.IS_ROOT:
+        ensure_privsep_user()
+
+
+@pytest.fixture(scope="session")
+def privsep_user():
+    """Root only: the privsep-user's passwd entry."""
+    if not smtptest.IS_ROOT:
+        pytest.skip("needs root")
+    entry = ensure_privsep_user()
+    if isinstance(entry, str):
+        pytest.fail(entry, pytrace=False)
+    return entry
 
 
 @pytest.fixture(scope="session")

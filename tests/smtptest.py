@@ -245,6 +245,7 @@ class Client:
         self.logpath = logpath
         self.buf = b""
         self.eof = False
+        self.server_ino = None      # socketpair: the server end's inode
 
     # --- low level
     def send(self, data):
@@ -737,9 +738,10 @@ class Env:
 
     # --- running
     def start(self, conf=None, args=(), environ=None, greet=True, raw=None,
-              config_path=None, as_root=False, **kw):
+              config_path=None, as_root=False, popen=None, **kw):
         """Start one smtpauthd on a socketpair.  Keyword arguments are
-        configuration keys (underscores for hyphens)."""
+        configuration keys (underscores for hyphens); popen, more arguments
+        for subprocess.Popen (e.g. extra_groups)."""
         overrides = dict(conf or {})
         overrides.update(kw)
         path = config_path or self.write_config(overrides, raw)
@@ -747,12 +749,15 @@ class Env:
         logpath = self.newlog()
         with open(logpath, "wb") as logf:
             kwargs = {} if (as_root or not IS_ROOT) else drop_kwargs()
+            kwargs.update(popen or {})
             proc = subprocess.Popen([self.stage.binary, "-d", "-f", path] + list(args),
                                     stdin=b, stdout=b, stderr=logf,
                                     env=self.environ(environ), close_fds=True,
                                     **kwargs)
+        server_ino = os.fstat(b.fileno()).st_ino
         b.close()
         c = Client(a, proc, logpath)
+        c.server_ino = server_ino   # the inode of smtpauthd's end
         self.clients.append(c)
         if greet:
             r = c.reply(15)

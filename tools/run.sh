@@ -47,6 +47,7 @@ deps() {
 		libpam0g-dev:/usr/include/security/pam_appl.h \
 		libcrypt-dev:/usr/include/crypt.h \
 		libssl-dev:/usr/include/openssl/ssl.h \
+		libseccomp-dev:/usr/include/seccomp.h \
 		openssl:openssl \
 		pkg-config:pkg-config; do
 		pkg=${pair%%:*}
@@ -193,6 +194,13 @@ run() {
 		die "no openssl (Debian: apt-get install openssl)"
 	as_root_note=''
 	pick_user
+	# Run as root, smtpauthd confines its network side as this user.
+	if [ "$(id -u)" = 0 ] && ! getent passwd smtpauthd >/dev/null; then
+		useradd --system --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin smtpauthd ||
+			die "could not create the user smtpauthd (privsep-user)"
+		say "run.sh: created the system user smtpauthd (privsep-user)"
+	fi
 
 	umask 077
 	mkdir -p run

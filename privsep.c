@@ -1,0 +1,750 @@
+/*
+ * privsep.c - privilege separation: the two processes of a connection.
+ *
+ * The monitor keeps root (PAM reads /etc/shadow; sendmail must run as the
+ * user), never reads a byte from the network, and answers exactly two
+ * requests.  The session does everything else - TLS, SMTP, spooling - as
+ * privsep-user, chrooted into an empty directory, with no new privileges,
+ * tight resource limits and a seccomp filter.  Not running as root, the
+ * same two processes run without the user switch and chroot, so the one
+ * code path is what the tests exercise.
+ *
+ * The channel is a SOCK_SEQPACKET socketpair: one request or reply per
+ * packet, so there is no framing to get wrong.  Every field is a 32-bit
+ * length or number in host order followed by its bytes; a packet must be
+ * exactly as long as its fields say.
+ *
+ *   session -> monitor
+ *     AUTH         u32 type=1, u32 mech (1 PLAIN, 2 LOGIN),
+ *                  u32 ulen, u32 plen, user[ulen], password[plen]
+ *     SUBMIT       u32 type=2, char id[16], u32 nrcpts, u32 slen, sender[slen]
+ *     RCPT         u32 type=3, u32 len, address[len]   (nrcpts of them)
+ *   monitor -> session
+ *     READY        u32 type=4, once, when the monitor has let go of the
+ *                  client connection: only then does the session begin
+ *     AUTH reply   u32 type=1, u32 result (auth_result), u32 rlen,
+ *                  u32 clen, reason[rlen], canonical user[clen]
+ *     SUBMIT reply u32 type=2, u32 code, u32 tlen, text[tlen]
+ *
+ * The monitor checks every request again - lengths, characters, counts -
+ * and the order: no SUBMIT before a successful AUTH, no AUTH after one, at
+ * most max-auth-failures AUTHs, the RCPTs of a SUBMIT and nothing else.
+ * Anything else is logged and ends the connection with nothing injected.
+ * The message itself never crosses the channel: the monitor opened the
+ * spool file before the fork and runs sendmail on its own descriptor.
+ */
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND	0
+#endif
+
+/* A sanitizer's runtime makes system calls of its own. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SANITIZED	1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SANITIZED	1
+#endif
+#endif
+#ifndef SANITIZED
+#define SANITIZED	0
+#endif
+
+#include "smtpauthd.h"
+
+#define MSG_AUTH	1
+#define MSG_SUBMIT	2
+#define MSG_RCPT	3
+#define MSG_READY	4	/* monitor -> session, once: go ahead */
+
+#define MECH_PLAIN	1
+#define MECH_LOGIN	2
+
+#define PACKET_MAX	(AUTH_USER_MAX + AUTH_PASS_MAX + 64)
+#define SESSION_NOFILE	16	/* 0-2, the channel, the spool, TLS's few */
+
+/* ---- packets ---- */
+
+struct packet {
+	unsigned char	 buf[PACKET_MAX];
+	size_t		 len;		/* built, or received */
+	size_t		 off;		/* read so far */
+	int		 bad;		/* did not fit, or ran short */
+};
+
+static void
+put_u32(struct packet *p, uint32_t v)
+{
+	if (p->len + sizeof(v) > sizeof(p->buf)) {
+		p->bad = 1;
+		return;
+	}
+	memcpy(p->buf + p->len, &v, sizeof(v));
+	p->len += sizeof(v);
+}
+
+static void
+put_bytes(struct packet *p, const void *b, size_t n)
+{
+	if (n > sizeof(p->buf) - p->len) {
+		p->bad = 1;
+		return;
+	}
+	memcpy(p->buf + p->len, b, n);
+	p->len += n;
+}
+
+static uint32_t
+get_u32(struct packet *p)
+{
+	uint32_t v = 0;
+
+	if (p->len - p->off < sizeof(v)) {
+		p->bad = 1;
+		return 0;
+	}
+	memcpy(&v, p->buf + p->off, sizeof(v));
+	p->off += sizeof(v);
+	return v;
+}
+
+/* n octets as a C string into out (outsize > n), refusing NUL inside. */
+static void
+get_string(struct packet *p, uint32_t n, char *out, size_t outsize)
+{
+	if (p->bad || n >= outsize || p->len - p->off < n ||
+	    memchr(p->buf + p->off, '\0', n) != NULL) {
+		p->bad = 1;
+		out[0] = '\0';
+		return;
+	}
+	memcpy(out, p->buf + p->off, n);
+	out[n] = '\0';
+	p->off += n;
+}
+
+static int
+packet_send(int fd, struct packet *p)
+{
+	ssize_t n;
+
+	if (p->bad)
+		return -1;
+	do
+		n = send(fd, p->buf, p->len, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
+	explicit_bzero(p->buf, sizeof(p->buf));
+	return n == (ssize_t)p->len ? 0 : -1;
+}
+
+/* 0 with a packet, -1 at the end of the channel or on error. */
+static int
+packet_recv(int fd, struct packet *p)
+{
+	ssize_t n;
+
+	memset(p, 0, sizeof(*p));
+	do
+		n = recv(fd, p->buf, sizeof(p->buf), MSG_TRUNC);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		return -1;
+	if (n == 0) {
+		struct pollfd pfd = { fd, 0, 0 };
+
+		/* An empty packet reads as 0 too; only a hang-up ends. */
+		if (poll(&pfd, 1, 0) == -1 || (pfd.revents & POLLHUP))
+			return -1;
+		p->bad = 1;
+		return 0;
+	}
+	if ((size_t)n > sizeof(p->buf)) {
+		p->bad = 1;		/* truncated: a lie about its size */
+		p->len = sizeof(p->buf);
+	} else
+		p->len = (size_t)n;
+	return 0;
+}
+
+/* Every octet accounted for. */
+static int
+packet_done(const struct packet *p)
+{
+	return !p->bad && p->off == p->len;
+}
+
+/* ---- the session's side of the channel ---- */
+
+static int	channel = -1;	/* the session's end */
+static int	shared_spool = -1;
+
+/*
+ * For tests/monitor-probe only: when set, the confined session runs this
+ * instead of SMTP, speaking the channel protocol directly.
+ */
+void		(*privsep_session_hook)(int channel);
+
+/* The session is beyond help when the monitor stops answering. */
+static void __attribute__((noreturn))
+monitor_gone(void)
+{
+	log_msg(LOG_ERR, "session: the monitor is gone");
+	exit(EX_SOFTWARE_);
+}
+
+static int
+priv_auth(const struct config *cf, const char *mech, const char *user,
+    const char *pass, const char *peer, char *canon, size_t canonsize,
+    const char **reason)
+{
+	static char	 reason_buf[64];
+	struct packet	 p;
+	uint32_t	 result, rlen, clen;
+
+	(void)cf;
+	(void)peer;		/* the monitor knows the peer itself */
+	memset(&p, 0, sizeof(p));
+	put_u32(&p, MSG_AUTH);
+	put_u32(&p, strcmp(mech, "LOGIN") == 0 ? MECH_LOGIN : MECH_PLAIN);
+	put_u32(&p, (uint32_t)strlen(user));
+	put_u32(&p, (uint32_t)strlen(pass));
+	put_bytes(&p, user, strlen(user));
+	put_bytes(&p, pass, strlen(pass));
+	if (packet_send(channel, &p) == -1 || packet_recv(channel, &p) == -1)
+		monitor_gone();
+	if (get_u32(&p) != MSG_AUTH)
+		monitor_gone();
+	result = get_u32(&p);
+	rlen = get_u32(&p);
+	clen = get_u32(&p);
+	get_string(&p, rlen, reason_buf, sizeof(reason_buf));
+	get_string(&p, clen, canon, canonsize);
+	if (!packet_done(&p) || result > AUTH_TEMPFAIL)
+		monitor_gone();
+	*reason = reason_buf;
+	return (int)result;
+}
+
+static int
+priv_submit(const struct config *cf, const struct envelope *env,
+    int spool_fd, const char *user, const char *queue_id,
+    struct relay_reply *reply)
+{
+	struct packet	 p;
+	uint32_t	 code, tlen;
+	size_t		 i;
+
+	(void)cf;
+	(void)spool_fd;		/* the monitor reads its own copy */
+	(void)user;		/* the monitor knows who authenticated */
+	memset(&p, 0, sizeof(p));
+	put_u32(&p, MSG_SUBMIT);
+	put_bytes(&p, queue_id, QUEUE_ID_LEN);
+	put_u32(&p, (uint32_t)env->nrcpts);
+	put_u32(&p, (uint32_t)strlen(env->sender));
+	put_bytes(&p, env->sender, strlen(env->sender));
+	if (packet_send(channel, &p) == -1)
+		monitor_gone();
+	for (i = 0; i < env->nrcpts; i++) {
+		memset(&p, 0, sizeof(p));
+		put_u32(&p, MSG_RCPT);
+		put_u32(&p, (uint32_t)strlen(env->rcpts[i]));
+		put_bytes(&p, env->rcpts[i], strlen(env->rcpts[i]));
+		if (packet_send(channel, &p) == -1)
+			monitor_gone();
+	}
+	if (packet_recv(channel, &p) == -1 || get_u32(&p) != MSG_SUBMIT)
+		monitor_gone();
+	code = get_u32(&p);
+	tlen = get_u32(&p);
+	get_string(&p, tlen, reply->text, sizeof(reply->text));
+	if (!packet_done(&p) || code < 200 || code > 599)
+		monitor_gone();
+	reply->code = (int)code;
+	return code == 250 ? 0 : -1;
+}
+
+/* The one spool file, emptied for the next message. */
+static int
+priv_spool(const struct config *cf)
+{
+	(void)cf;
+	if (ftruncate(shared_spool, 0) == -1 ||
+	    lseek(shared_spool, 0, SEEK_SET) == -1) {
+		log_msg(LOG_ERR, "spool: %s", strerror(errno));
+		return -1;
+	}
+	return dup(shared_spool);
+}
+
+static const struct backend privsep_backend = {
+	priv_auth, priv_submit, priv_spool
+};
+
+/* ---- the monitor ---- */
+
+struct monitor {
+	const struct config	*cf;
+	const char		*peer;
+	int			 channel;
+	int			 spool;
+	int			 authenticated;
+	uint64_t		 auth_requests;
+	char			 user[AUTH_USER_MAX + 1];
+};
+
+/* A request the session had no business making: nothing more is done. */
+static void __attribute__((noreturn))
+monitor_refuse(const char *why)
+{
+	log_msg(LOG_ERR, "monitor: refused a request from the session: %s; "
+	    "closing", why);
+	exit(EX_SOFTWARE_);
+}
+
+static int
+monitor_auth(struct monitor *m, struct packet *p)
+{
+	char		 user[AUTH_USER_MAX + 1], pass[AUTH_PASS_MAX + 1];
+	char		 canon[AUTH_USER_MAX + 1] = "";
+	const char	*reason = "";
+	uint32_t	 mech, ulen, plen;
+	int64_t		 started;
+	int		 result;
+
+	if (m->authenticated)
+		monitor_refuse("AUTH after a successful AUTH");
+	if (++m->auth_requests > m->cf->max_auth_failures)
+		monitor_refuse("more AUTH requests than max-auth-failures");
+	mech = get_u32(p);
+	ulen = get_u32(p);
+	plen = get_u32(p);
+	get_string(p, ulen, user, sizeof(user));
+	get_string(p, plen, pass, sizeof(pass));
+	explicit_bzero(p->buf, sizeof(p->buf));
+	if (!packet_done(p) || (mech != MECH_PLAIN && mech != MECH_LOGIN)) {
+		explicit_bzero(pass, sizeof(pass));
+		monitor_refuse("malformed AUTH");
+	}
+	started = now_ms();
+	result = auth_check(m->cf, mech == MECH_LOGIN ? "LOGIN" : "PLAIN",
+	    user, pass, m->peer, canon, sizeof(canon), &reason);
+	explicit_bzero(pass, sizeof(pass));
+	/* Here too, so that a subverted session cannot guess faster. */
+	if (result != AUTH_OK)
+		sleep_until(started + (int64_t)m->cf->auth_failure_delay * 1000);
+	if (result == AUTH_OK) {
+		m->authenticated = 1;
+		snprintf(m->user, sizeof(m->user), "%s", canon);
+	} else
+		canon[0] = '\0';
+	memset(p, 0, sizeof(*p));
+	put_u32(p, MSG_AUTH);
+	put_u32(p, (uint32_t)result);
+	put_u32(p, (uint32_t)strlen(reason));
+	put_u32(p, (uint32_t)strlen(canon));
+	put_bytes(p, reason, strlen(reason));
+	put_bytes(p, canon, strlen(canon));
+	return packet_send(m->channel, p);
+}
+
+static int
+queue_id_valid(const char *id)
+{
+	return strlen(id) == QUEUE_ID_LEN &&
+	    strspn(id, "0123456789ABCDEF") == QUEUE_ID_LEN;
+}
+
+static int
+monitor_submit(struct monitor *m, struct packet *p)
+{
+	struct envelope		 env;
+	struct relay_reply	 reply;
+	char			 id[QUEUE_ID_LEN + 1], rcpt[SMTP_PATH_MAX + 1];
+	uint32_t		 nrcpts, slen, i;
+
+	if (!m->authenticated)
+		monitor_refuse("SUBMIT before a successful AUTH");
+	memset(&env, 0, sizeof(env));
+	if (p->len - p->off < QUEUE_ID_LEN)
+		monitor_refuse("malformed SUBMIT");
+	memcpy(id, p->buf + p->off, QUEUE_ID_LEN);
+	id[QUEUE_ID_LEN] = '\0';
+	p->off += QUEUE_ID_LEN;
+	nrcpts = get_u32(p);
+	slen = get_u32(p);
+	get_string(p, slen, env.sender, sizeof(env.sender));
+	if (!packet_done(p) || !queue_id_valid(id))
+		monitor_refuse("malformed SUBMIT");
+	if (nrcpts == 0 || nrcpts > m->cf->max_recipients)
+		monitor_refuse("SUBMIT with a bad number of recipients");
+	if (env.sender[0] != '\0' && (!addr_is_safe(env.sender) ||
+	    strchr(env.sender, '@') == NULL))
+		monitor_refuse("SUBMIT with an unsafe sender");
+	env.rcpts = xcalloc(nrcpts, sizeof(*env.rcpts));
+	for (i = 0; i < nrcpts; i++) {
+		if (packet_recv(m->channel, p) == -1)
+			monitor_refuse("SUBMIT cut short");
+		if (get_u32(p) != MSG_RCPT)
+			monitor_refuse("SUBMIT without its recipients");
+		slen = get_u32(p);
+		get_string(p, slen, rcpt, sizeof(rcpt));
+		if (!packet_done(p) || !addr_is_safe(rcpt))
+			monitor_refuse("SUBMIT with an unsafe recipient");
+		env.rcpts[i] = xstrdup(rcpt);
+		env.nrcpts++;
+	}
+	relay_submit(m->cf, &env, m->spool, m->user, id, &reply);
+	for (i = 0; i < env.nrcpts; i++)
+		free(env.rcpts[i]);
+	free(env.rcpts);
+	memset(p, 0, sizeof(*p));
+	put_u32(p, MSG_SUBMIT);
+	put_u32(p, (uint32_t)reply.code);
+	put_u32(p, (uint32_t)strlen(reply.text));
+	put_bytes(p, reply.text, strlen(reply.text));
+	return packet_send(m->channel, p);
+}
+
+/*
+ * Answers until the session closes the channel, or can no longer be
+ * answered (it died while the monitor was at work).
+ */
+static void
+monitor_loop(struct monitor *m)
+{
+	struct packet	 p;
+	int		 rc;
+
+	while (packet_recv(m->channel, &p) == 0) {
+		switch (get_u32(&p)) {
+		case MSG_AUTH:
+			rc = monitor_auth(m, &p);
+			break;
+		case MSG_SUBMIT:
+			rc = monitor_submit(m, &p);
+			break;
+		default:
+			monitor_refuse("unknown request");
+		}
+		if (rc == -1)
+			return;
+	}
+}
+
+/* ---- confining the session ---- */
+
+static int
+seccomp_allow(scmp_filter_ctx ctx, const char *const names[], size_t n)
+{
+	size_t	 i;
+	int	 nr;
+
+	for (i = 0; i < n; i++) {
+		nr = seccomp_syscall_resolve_name(names[i]);
+		if (nr == __NR_SCMP_ERROR)
+			continue;	/* not on this architecture */
+		if (seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * What the session needs once confined: its descriptors, memory, time,
+ * randomness (queue ids, TLS), the channel, and logging to an already
+ * connected syslog socket.  Anything else kills it.
+ */
+static int
+install_seccomp(void)
+{
+	static const char *const needed[] = {
+		"read", "write", "readv", "writev", "close", "poll", "ppoll",
+		"lseek", "ftruncate", "fstat", "newfstatat", "dup", "fcntl",
+		"recvfrom", "setsockopt", "getsockopt", "brk", "mmap", "munmap", "mremap", "madvise",
+		"futex", "clock_gettime", "clock_nanosleep", "nanosleep",
+		"gettimeofday", "getrandom", "getpid", "gettid",
+		"rt_sigreturn", "rt_sigprocmask", "restart_syscall",
+		"exit", "exit_group",
+	};
+	/* The sanitizers' runtime: reports, LeakSanitizer's exit scan. */
+	static const char *const sanitizer[] = {
+		"clone", "clone3", "ptrace", "wait4", "waitid", "prctl",
+		"sigaltstack", "prlimit64", "getrlimit", "readlink",
+		"readlinkat", "openat", "open", "sched_getaffinity",
+		"sched_yield", "getppid", "rt_sigaction", "rt_sigtimedwait",
+		"mprotect", "tgkill", "kill", "pipe2", "set_robust_list",
+		"rseq", "uname", "getdents64", "access", "faccessat",
+	};
+	/* sendto(2)'s fifth argument, the address: none. */
+	const struct scmp_arg_cmp no_address = { 4, SCMP_CMP_EQ, 0, 0 };
+	scmp_filter_ctx	 ctx;
+	int		 rc = -1;
+
+	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
+		return -1;
+	if (seccomp_allow(ctx, needed, sizeof(needed) / sizeof(needed[0])) == 0 &&
+	    /* send() on the channel and the syslog socket: no address. */
+	    seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(sendto), 1,
+	    no_address) == 0 &&
+	    /* syslog(3) reconnecting after syslogd went away: just fail. */
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket),
+	    0) == 0 &&
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(connect),
+	    0) == 0 &&
+	    (!SANITIZED || seccomp_allow(ctx, sanitizer,
+	    sizeof(sanitizer) / sizeof(sanitizer[0])) == 0) &&
+	    seccomp_load(ctx) == 0)
+		rc = 0;
+	seccomp_release(ctx);
+	return rc;
+}
+
+static void __attribute__((noreturn))
+confine_failed(const char *what)
+{
+	log_msg(LOG_CRIT, "session: cannot confine itself: %s: %s", what,
+	    strerror(errno));
+	_exit(EX_SOFTWARE_);
+}
+
+/* Root: to privsep-user, with no groups, in the empty directory. */
+static void
+drop_privileges(const struct config *cf, const struct passwd *pw)
+{
+	uid_t	 r, e, s;
+	gid_t	 rg, eg, sg;
+
+	if (chroot(cf->privsep_dir) == -1 || chdir("/") == -1)
+		confine_failed("chroot");
+	if (setgroups(0, NULL) == -1 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) == -1 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
+		confine_failed("setresuid");
+	if (getresuid(&r, &e, &s) == -1 || getresgid(&rg, &eg, &sg) == -1 ||
+	    r != pw->pw_uid || e != pw->pw_uid || s != pw->pw_uid ||
+	    rg != pw->pw_gid || eg != pw->pw_gid || sg != pw->pw_gid ||
+	    getgroups(0, NULL) != 0 || setuid(0) != -1)
+		confine_failed("the user switch did not hold");
+}
+
+/* Only the session holds the client connection, from its first byte. */
+static void
+wait_for_monitor(void)
+{
+	struct packet p;
+
+	if (packet_recv(channel, &p) == -1 || get_u32(&p) != MSG_READY ||
+	    !packet_done(&p))
+		monitor_gone();
+}
+
+static void
+confine(const struct config *cf, const struct passwd *pw, pid_t monitor_pid)
+{
+	struct rlimit	 zero = { 0, 0 }, files = { SESSION_NOFILE,
+	    SESSION_NOFILE }, size;
+
+	/* Before chroot: the time zone, for the Received: header's date. */
+	tzset();
+	if (pw != NULL)
+		drop_privileges(cf, pw);
+	/* The spool holds the header, the message and some slack. */
+	size.rlim_cur = size.rlim_max = (rlim_t)cf->max_message_size + 65536;
+	if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR ||
+	    setrlimit(RLIMIT_CORE, &zero) == -1 ||
+	    setrlimit(RLIMIT_NPROC, &zero) == -1 ||
+	    setrlimit(RLIMIT_NOFILE, &files) == -1 ||
+	    setrlimit(RLIMIT_FSIZE, &size) == -1)
+		confine_failed("setrlimit");
+	/* The session ends with the monitor: no orphan holds the client. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1 ||
+	    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1 ||
+	    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+		confine_failed("prctl");
+	/* The monitor may have died before the death signal was set. */
+	if (getppid() != monitor_pid)
+		_exit(EX_SOFTWARE_);
+	if (RUNNING_ON_VALGRIND)
+		/* valgrind's own system calls would meet the filter. */
+		log_msg(LOG_WARNING, "session: under valgrind: no seccomp");
+	else if (install_seccomp() == -1)
+		confine_failed("seccomp");
+}
+
+/* ---- start-up ---- */
+
+/* 465: the handshake comes first, in the confined session. */
+static int
+session_implicit_tls(const struct config *cf, struct io *io, const char *peer,
+    struct ssl_ctx_st *ctx)
+{
+	struct ssl_st *ssl;
+
+	ssl = tls_accept(ctx, io->infd, io->outfd, now_ms() +
+	    (int64_t)cf->timeout * 1000, peer);
+	if (ssl == NULL) {
+		log_msg(LOG_INFO, "disconnect ip=%s user=- reason=tls-failed "
+		    "commands=0 messages=0", peer);
+		return -1;
+	}
+	io_start_tls(io, ssl);
+	return 0;
+}
+
+/* The chroot directory must be empty and only root's to change. */
+static int
+check_privsep_dir(const char *dir)
+{
+	struct stat	 st;
+	struct dirent	*de;
+	DIR		*d;
+	int		 entries = 0;
+
+	if (mkdir(dir, 0555) == -1 && errno != EEXIST) {
+		log_msg(LOG_ERR, "privsep-dir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (lstat(dir, &st) == -1 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+	    (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		log_msg(LOG_ERR, "privsep-dir %s: must be a directory owned by "
+		    "root and writable by no one else", dir);
+		return -1;
+	}
+	if ((d = opendir(dir)) == NULL) {
+		log_msg(LOG_ERR, "privsep-dir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			entries++;
+	closedir(d);
+	if (entries > 0) {
+		log_msg(LOG_ERR, "privsep-dir %s: must be empty", dir);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+setup_failed(const struct config *cf, const char *peer, int status)
+{
+	refuse_connection(cf, peer, status == EX_CONFIG_ ?
+	    "configuration error" : "local error", status == EX_CONFIG_ ?
+	    "config-error" : "local-error");
+	return status;
+}
+
+/*
+ * Runs the connection as a monitor and a session; returns the exit status
+ * for the monitor (the session never returns from here).
+ */
+int
+privsep_run(const struct config *cf, struct io *io, const char *peer,
+    struct ssl_ctx_st *starttls_ctx, struct ssl_ctx_st *implicit_ctx)
+{
+	struct passwd	*pw = NULL, pwcopy;
+	struct monitor	 m;
+	struct packet	 ready;
+	int		 sv[2], status, devnull;
+	pid_t		 pid, monitor_pid;
+
+	if (geteuid() == 0) {
+		if ((pw = getpwnam(cf->privsep_user)) == NULL) {
+			log_msg(LOG_ERR, "privsep-user %s does not exist: "
+			    "create it (see smtpauthd(8))", cf->privsep_user);
+			return setup_failed(cf, peer, EX_CONFIG_);
+		}
+		if (pw->pw_uid == 0) {
+			log_msg(LOG_ERR, "privsep-user %s has uid 0",
+			    cf->privsep_user);
+			return setup_failed(cf, peer, EX_CONFIG_);
+		}
+		pwcopy = *pw;
+		pw = &pwcopy;
+		if (check_privsep_dir(cf->privsep_dir) == -1)
+			return setup_failed(cf, peer, EX_CONFIG_);
+	}
+	if ((shared_spool = spool_open(cf)) == -1)
+		return setup_failed(cf, peer, EX_TEMPFAIL_);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_msg(LOG_ERR, "socketpair: %s", strerror(errno));
+		return setup_failed(cf, peer, EX_TEMPFAIL_);
+	}
+	monitor_pid = getpid();
+	if ((pid = fork()) == -1) {
+		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		return setup_failed(cf, peer, EX_TEMPFAIL_);
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		channel = sv[1];
+		confine(cf, pw, monitor_pid);
+		wait_for_monitor();
+		if (privsep_session_hook != NULL) {
+			privsep_session_hook(channel);
+			_exit(0);
+		}
+		if (implicit_ctx != NULL && session_implicit_tls(cf, io, peer,
+		    implicit_ctx) == -1)
+			_exit(0);
+		smtp_session(cf, io, peer, starttls_ctx, &privsep_backend);
+		tls_close(io->tls);
+		_exit(0);
+	}
+
+	/* The monitor: no network, only the channel. */
+	close(sv[1]);
+	if ((devnull = open("/dev/null", O_RDWR)) == -1 ||
+	    dup2(devnull, 0) == -1 || dup2(devnull, 1) == -1)
+		fatal("/dev/null");
+	if (devnull > 2)
+		close(devnull);
+	memset(&ready, 0, sizeof(ready));
+	put_u32(&ready, MSG_READY);
+	if (packet_send(sv[0], &ready) == -1)
+		log_msg(LOG_ERR, "monitor: the session is gone before it began");
+	memset(&m, 0, sizeof(m));
+	m.cf = cf;
+	m.peer = peer;
+	m.channel = sv[0];
+	m.spool = shared_spool;
+	monitor_loop(&m);
+	close(m.channel);
+	while (waitpid(pid, &status, 0) == -1)
+		if (errno != EINTR)
+			return EX_SOFTWARE_;
+	if (WIFSIGNALED(status)) {
+		log_msg(LOG_ERR, "session ip=%s: killed by signal %d%s", peer,
+		    WTERMSIG(status), WTERMSIG(status) == SIGSYS ?
+		    " (a system call the seccomp filter does not allow)" : "");
+		return EX_SOFTWARE_;
+	}
+	return WEXITSTATUS(status);
+}
