@@ -293,6 +293,35 @@ stderr_off_the_socket(void)
 	}
 }
 
+#ifdef BENCH_SINGLE_PROCESS
+/*
+ * bench/ only: the connection in one process, as before privilege
+ * separation, to measure what the split costs.  Never built into the
+ * program.
+ */
+static int
+single_process(const struct config *cf, struct io *io, const char *peer,
+    struct ssl_ctx_st *ctx)
+{
+	static const struct backend direct = {
+		auth_check, relay_submit, spool_open
+	};
+	struct ssl_st *ssl;
+
+	if (cf->tls == TLS_IMPLICIT) {
+		ssl = tls_accept(ctx, io->infd, io->outfd, now_ms() +
+		    (int64_t)cf->timeout * 1000, peer);
+		if (ssl == NULL)
+			return 0;
+		io_start_tls(io, ssl);
+	}
+	smtp_session(cf, io, peer, cf->tls == TLS_STARTTLS ? ctx : NULL,
+	    &direct);
+	tls_close(io->tls);
+	return 0;
+}
+#endif
+
 static int
 serve(struct config *cf)
 {
@@ -318,8 +347,12 @@ serve(struct config *cf)
 	}
 	io = xcalloc(1, sizeof(*io));
 	io_init(io, 0, 1, cf->timeout * 1000);
+#ifndef BENCH_SINGLE_PROCESS
 	rc = privsep_run(cf, io, peer, cf->tls == TLS_STARTTLS ? ctx : NULL,
 	    cf->tls == TLS_IMPLICIT ? ctx : NULL);
+#else
+	rc = single_process(cf, io, peer, ctx);
+#endif
 	tls_context_free(ctx);
 	free(io);
 	return rc;
