@@ -58,8 +58,9 @@ io_init(struct io *io, int infd, int outfd, uint64_t write_timeout_ms)
 	set_nodelay(outfd);
 }
 
-static int
-wait_fd(int fd, short events, int64_t deadline_ms)
+/* Wait until fd is ready for events, or the deadline: an io_status. */
+int
+io_wait_fd(int fd, short events, int64_t deadline_ms)
 {
 	struct pollfd	 pfd;
 	int64_t		 left;
@@ -115,7 +116,7 @@ io_fill(struct io *io, int64_t deadline_ms)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return errno == ECONNRESET ? IO_EOF : IO_ERROR;
-		if ((rc = wait_fd(io->infd, POLLIN, deadline_ms)) != IO_OK)
+		if ((rc = io_wait_fd(io->infd, POLLIN, deadline_ms)) != IO_OK)
 			return rc;
 	}
 }
@@ -241,7 +242,7 @@ write_all(struct io *io, const char *buf, size_t len)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-		    wait_fd(io->outfd, POLLOUT, deadline) == IO_OK)
+		    io_wait_fd(io->outfd, POLLOUT, deadline) == IO_OK)
 			continue;
 		io->failed = 1;
 		return -1;

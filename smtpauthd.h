@@ -130,6 +130,7 @@ struct io {
 };
 
 void	 io_init(struct io *, int infd, int outfd, uint64_t write_timeout_ms);
+int	 io_wait_fd(int fd, short events, int64_t deadline_ms);
 int	 io_fill(struct io *, int64_t deadline_ms);
 int	 io_getline(struct io *, char *buf, size_t bufsize, size_t maxlen,
 	    int64_t deadline_ms, size_t *lenp);

@@ -157,31 +157,13 @@ ack_now(int fd)
 static int
 tls_wait(SSL *ssl, int rc, int64_t deadline_ms)
 {
-	struct pollfd	 pfd;
-	int64_t		 left;
-	int		 n;
-
 	switch (SSL_get_error(ssl, rc)) {
 	case SSL_ERROR_WANT_READ:
-		pfd.fd = SSL_get_rfd(ssl);
-		pfd.events = POLLIN;
-		break;
+		return io_wait_fd(SSL_get_rfd(ssl), POLLIN, deadline_ms);
 	case SSL_ERROR_WANT_WRITE:
-		pfd.fd = SSL_get_wfd(ssl);
-		pfd.events = POLLOUT;
-		break;
+		return io_wait_fd(SSL_get_wfd(ssl), POLLOUT, deadline_ms);
 	default:
 		return IO_ERROR;
-	}
-	for (;;) {
-		if ((left = deadline_ms - now_ms()) <= 0)
-			return IO_TIMEOUT;
-		pfd.revents = 0;
-		n = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
-		if (n > 0)
-			return IO_OK;
-		if (n == -1 && errno != EINTR)
-			return IO_ERROR;
 	}
 }
 

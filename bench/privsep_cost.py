@@ -21,46 +21,20 @@ import sys
 import tempfile
 import time
 
+from benchlib import pct, read_reply, serve
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 N = int(os.environ.get("N", "300"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(binary, conf):
-    port = free_port()
-    proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--inetd",
-         "-a", binary, "-f", conf],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.1).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    return proc, port
-
-
-def reply(f):
-    while True:
-        line = f.readline()
-        if not line or line[3:4] != b"-":
-            return line
 
 
 def greeting(port, user, password):
     with socket.create_connection(("127.0.0.1", port)) as s:
         f = s.makefile("rb")
-        reply(f)
+        read_reply(f)
         s.sendall(b"EHLO bench\r\n")
-        reply(f)
+        read_reply(f)
         s.sendall(b"QUIT\r\n")
-        reply(f)
+        read_reply(f)
 
 
 def message(port, user, password):
@@ -68,26 +42,21 @@ def message(port, user, password):
                             password.encode())
     with socket.create_connection(("127.0.0.1", port)) as s:
         f = s.makefile("rb")
-        reply(f)
+        read_reply(f)
         for line in (b"EHLO bench", b"AUTH PLAIN " + blob,
                      b"MAIL FROM:<" + user.encode() + b"@bench.example>",
                      b"RCPT TO:<rcpt@bench.example>", b"DATA"):
             s.sendall(line + b"\r\n")
-            r = reply(f)
+            r = read_reply(f)
             if r[:1] not in (b"2", b"3"):
                 raise SystemExit(f"unexpected reply {r!r} to {line!r}")
         s.sendall(b"Subject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 13 +
                   b".\r\n")
-        r = reply(f)
+        r = read_reply(f)
         if not r.startswith(b"250"):
             raise SystemExit(f"message refused: {r!r}")
         s.sendall(b"QUIT\r\n")
-        reply(f)
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p / 100))]
+        read_reply(f)
 
 
 def main():

@@ -25,36 +25,10 @@ import sys
 import tempfile
 import time
 
+from benchlib import pct, read_reply, serve
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 N = int(os.environ.get("N", "200"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(binary, conf, tls):
-    port = free_port()
-    proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--inetd",
-         "-a", binary, "-f", conf, "-o", f"tls={tls}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.1).close()
-            break
-        except OSError:
-            time.sleep(0.02)
-    return proc, port
-
-
-def read_reply(f):
-    while True:
-        line = f.readline()
-        if not line or line[3:4] != b"-":
-            return line
 
 
 def ehlo_after_handshake(port, version):
@@ -98,11 +72,6 @@ def session(port, tls):
         read_reply(f)
 
 
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p / 100))]
-
-
 def main():
     tmp = tempfile.mkdtemp(prefix="smtpauthd-bench.")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -119,7 +88,7 @@ def main():
     rows = []
     for variant in variants:
         binary = os.path.join(HERE, "build", f"smtpauthd-{variant}")
-        proc, port = serve(binary, conf, "starttls")
+        proc, port = serve(binary, conf, "-o", "tls=starttls")
         try:
             for name, version in (("TLSv1.3", ssl.TLSVersion.TLSv1_3),
                                   ("TLSv1.2", ssl.TLSVersion.TLSv1_2)):
@@ -138,7 +107,7 @@ def main():
     shipped = os.path.join(HERE, "build", "smtpauthd-shipped")
     rates = {}
     for tls in ("none", "implicit"):
-        proc, port = serve(shipped, conf, tls)
+        proc, port = serve(shipped, conf, "-o", f"tls={tls}")
         try:
             t0 = time.perf_counter()
             for _ in range(N):
