@@ -580,7 +580,8 @@ confine(const struct config *cf, const struct passwd *pw, pid_t monitor_pid)
 	if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR ||
 	    setrlimit(RLIMIT_CORE, &zero) == -1 ||
 	    setrlimit(RLIMIT_NPROC, &zero) == -1 ||
-	    setrlimit(RLIMIT_NOFILE, &files) == -1 ||
+	    /* valgrind refuses a new descriptor limit (EPERM) */
+	    (setrlimit(RLIMIT_NOFILE, &files) == -1 && !RUNNING_ON_VALGRIND) ||
 	    setrlimit(RLIMIT_FSIZE, &size) == -1)
 		confine_failed("setrlimit");
 	/* The session ends with the monitor: no orphan holds the client. */

@@ -23,7 +23,12 @@ if ! command -v valgrind >/dev/null 2>&1; then
 	exit 1
 fi
 stage=$(mktemp -d /tmp/smtpauthd-valgrind.XXXXXX) || exit 1
-trap 'rm -rf "$stage"' EXIT
+# KEEP_TEST_DIRS=1 (as for the tests themselves) keeps the logs.
+if [ -z "${KEEP_TEST_DIRS:-}" ]; then
+	trap 'rm -rf "$stage"' EXIT
+else
+	echo "check-valgrind: keeping $stage"
+fi
 chmod 755 "$stage"
 mkdir "$stage/logs"
 chmod 1777 "$stage/logs"
