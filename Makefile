@@ -47,14 +47,15 @@ smtpauthd: $(OBJS)
 smtpauthd-asan: $(ASAN_OBJS)
 	$(CC) $(SANITIZE) -pie -o $@ $(ASAN_OBJS) $(LIBS)
 
-build/%.o: %.c $(HDRS) | build
+# Each object rule makes its own directory: make lint and make fuzz create
+# build/ first, so an order-only "build" target would be taken as done.
+build/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
 	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -c -o $@ $<
 
-build/asan/%.o: %.c $(HDRS) | build
+build/asan/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
 	$(CC) $(WARN) $(SANITIZE) -c -o $@ $<
-
-build:
-	mkdir -p build/asan
 
 # The unit tests call main()'s neighbours (logging, helpers) directly.
 build/smtpauthd-nomain.o: build/smtpauthd.o
