@@ -68,7 +68,16 @@ for t in "$@"; do
 	fi
 	if [ $rc -ne 0 ]; then
 		failed=1
-		status="FAILED (exit $rc)"
+		# libFuzzer's own exit codes (FuzzerOptions.h); 72 is a signal
+		# from outside (^C, kill), not something the input did.
+		case $rc in
+		70)	why=", timeout" ;;
+		71)	why=", out of memory" ;;
+		72)	why=", interrupted from outside" ;;
+		77)	why=", crash or sanitizer report" ;;
+		*)	why="" ;;
+		esac
+		status="FAILED (exit $rc$why)"
 		echo "--- end of $log:"
 		tail -n 60 "$log"
 		echo "--- inputs kept in $art/:"
