@@ -8,6 +8,7 @@
 #   make check-valgrind  the protocol tests against smtpauthd under valgrind
 #   make lint       cppcheck, clang-tidy and scan-build, warnings as errors
 #   make install    PREFIX, DESTDIR, SBINDIR, MANDIR, SYSCONFDIR honoured
+#                   (and UNITDIR, PAM...: see make install below)
 
 PREFIX     ?= /usr/local
 SBINDIR    ?= $(PREFIX)/sbin
@@ -184,23 +185,125 @@ run:
 	$(MAKE) all
 	sh tools/run.sh
 
+# ---- make install, make uninstall ----
+# Honoured: DESTDIR, PREFIX, SBINDIR, MANDIR, SYSCONFDIR, and
+#   UNITDIR    the systemd units (systemd reads /usr/local/lib/systemd/system
+#              too; packages use UNITDIR=/usr/lib/systemd/system)
+#   XINETDDIR  the xinetd entry;  PAMDIR  the PAM service file
+#   DOCDIR     smtpauthd.conf.example, for reference
+#   PAM        which PAM service file: debian (pam.d/smtpauthd), rhel
+#              (pam.d/smtpauthd.rhel), or auto: rhel when password-auth is
+#              in /etc/pam.d or in $(DESTDIR)$(PAMDIR), else debian
+# SYSCONFDIR, XINETDDIR and PAMDIR say where the files go, not where they
+# are read: smtpauthd reads /etc/smtpauthd.conf (-f names another), PAM
+# /etc/pam.d (or /usr/lib/pam.d), xinetd /etc/xinetd.d.
+# What is under SYSCONFDIR belongs to the administrator once there: the PAM
+# file, smtpauthd.conf (the example: every key commented out, at its
+# default) and the xinetd entry (installed disabled) are installed only when
+# absent, and make uninstall leaves them, as it leaves the privsep-user.
+# The units and the xinetd entry name $(SBINDIR)/smtpauthd.  Nothing is
+# enabled or started: the last lines of make install say how.
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+XINETDDIR  ?= $(SYSCONFDIR)/xinetd.d
+PAMDIR     ?= $(SYSCONFDIR)/pam.d
+DOCDIR     ?= $(PREFIX)/share/doc/smtpauthd
+PAM        ?= auto
+
+UNITS = smtpauthd.socket smtpauthd@.service smtpauthd-smtps.socket \
+            smtpauthd-smtps@.service
+# The path of the binary in the units and the xinetd entry as shipped.
+SBIN_SHIPPED = /usr/local/sbin/smtpauthd
+SBIN_SED = sed 's|$(SBIN_SHIPPED)|$(SBINDIR)/smtpauthd|g'
+# $(call install_new,SOURCE,TARGET): SOURCE as TARGET (mode 0644) unless
+# TARGET exists (a dangling symbolic link included).
+install_new = if [ -e '$(2)' ] || [ -L '$(2)' ]; then \
+	    echo "install: kept $(2): it exists (see $(1))"; \
+	else \
+	    echo "install -m 644 $(1) $(2)"; install -m 644 $(1) '$(2)'; \
+	fi
+
 install: smtpauthd
+	@case '$(PAM)' in auto|debian|rhel) ;; \
+	*) echo "make install: PAM=$(PAM): auto, debian or rhel" >&2; \
+	    exit 2 ;; esac
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
-	    $(DESTDIR)$(SYSCONFDIR)/pam.d
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(PAMDIR)
 	install -m 755 smtpauthd $(DESTDIR)$(SBINDIR)/smtpauthd
 	install -m 644 man/smtpauthd.8 $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
-	test -e $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd || \
-	    install -m 644 pam.d/smtpauthd $(DESTDIR)$(SYSCONFDIR)/pam.d/smtpauthd
-	# The unprivileged user of the network-facing process (privsep-user):
-	# made on the live system only, never into a DESTDIR.
-	if [ -z "$(DESTDIR)" ] && ! getent passwd smtpauthd >/dev/null; then \
+	install -m 644 man/smtpauthd.conf.5 \
+	    $(DESTDIR)$(MANDIR)/man5/smtpauthd.conf.5
+	install -m 644 smtpauthd.conf.example \
+	    $(DESTDIR)$(DOCDIR)/smtpauthd.conf.example
+	@set -e; for u in $(UNITS); do \
+	    echo "$(SBIN_SED) systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u"; \
+	    $(SBIN_SED) systemd/$$u > '$(DESTDIR)$(UNITDIR)'/$$u; \
+	    chmod 644 '$(DESTDIR)$(UNITDIR)'/$$u; \
+	done
+	@pam='$(PAM)'; \
+	if [ "$$pam" = auto ]; then \
+	    if [ -e /etc/pam.d/password-auth ] || \
+	        [ -e '$(DESTDIR)$(PAMDIR)/password-auth' ]; then \
+	        pam=rhel; else pam=debian; fi; \
+	    echo "install: PAM=auto: $$pam"; \
+	fi; \
+	if [ "$$pam" = rhel ]; then src=pam.d/smtpauthd.rhel; \
+	else src=pam.d/smtpauthd; fi; \
+	$(call install_new,$$src,$(DESTDIR)$(PAMDIR)/smtpauthd)
+	@$(call install_new,smtpauthd.conf.example,$(DESTDIR)$(SYSCONFDIR)/smtpauthd.conf)
+	@# On a live system without xinetd, no /etc/xinetd.d is made for it.
+	@set -e; x='$(DESTDIR)$(XINETDDIR)/smtpauthd'; \
+	if [ -z "$(DESTDIR)" ] && [ ! -d '$(XINETDDIR)' ]; then \
+	    echo "install: no $(XINETDDIR) (xinetd is not installed): skipped"; \
+	elif [ -e "$$x" ] || [ -L "$$x" ]; then \
+	    echo "install: kept $$x: it exists (see xinetd/smtpauthd)"; \
+	else \
+	    install -d '$(DESTDIR)$(XINETDDIR)'; \
+	    echo "$(SBIN_SED) xinetd/smtpauthd > $$x"; \
+	    $(SBIN_SED) xinetd/smtpauthd > "$$x"; chmod 644 "$$x"; \
+	fi
+	@# The unprivileged user of the network-facing process (privsep-user):
+	@# made on the live system only, never into a DESTDIR.
+	@if [ -z "$(DESTDIR)" ] && ! getent passwd smtpauthd >/dev/null; then \
+	    echo "useradd --system --no-create-home --home-dir /nonexistent" \
+	        "--shell /usr/sbin/nologin smtpauthd"; \
 	    useradd --system --no-create-home --home-dir /nonexistent \
 	        --shell /usr/sbin/nologin smtpauthd; \
 	fi
+	@echo "install: done; nothing is enabled.  Set hostname (and tls-cert," \
+	    "tls-key) in $(SYSCONFDIR)/smtpauthd.conf, check with smtpauthd -t, then:"
+	@echo "    systemctl daemon-reload; systemctl enable --now" \
+	    "smtpauthd.socket smtpauthd-smtps.socket"
+	@echo "  or set disable = no in $(XINETDDIR)/smtpauthd and reload xinetd."
 
+# The units are not removed from under a running or enabled socket: that
+# would leave systemd serving connections with a program that is gone.
 uninstall:
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null; then \
+	    for s in smtpauthd.socket smtpauthd-smtps.socket; do \
+	        if systemctl -q is-enabled $$s 2>/dev/null || \
+	            systemctl -q is-active $$s 2>/dev/null; then \
+	            echo "make uninstall: $$s is enabled or active; first:" \
+	                "systemctl disable --now $$s" >&2; \
+	            exit 1; \
+	        fi; \
+	    done; \
+	fi
 	rm -f $(DESTDIR)$(SBINDIR)/smtpauthd \
-	    $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
+	    $(DESTDIR)$(MANDIR)/man8/smtpauthd.8 \
+	    $(DESTDIR)$(MANDIR)/man5/smtpauthd.conf.5 \
+	    $(DESTDIR)$(DOCDIR)/smtpauthd.conf.example \
+	    $(UNITS:%=$(DESTDIR)$(UNITDIR)/%)
+	@if [ -d '$(DESTDIR)$(DOCDIR)' ]; then \
+	    echo "rmdir $(DESTDIR)$(DOCDIR)"; rmdir '$(DESTDIR)$(DOCDIR)'; fi
+	@for f in $(DESTDIR)$(PAMDIR)/smtpauthd \
+	    $(DESTDIR)$(SYSCONFDIR)/smtpauthd.conf \
+	    $(DESTDIR)$(XINETDDIR)/smtpauthd; do \
+	    if [ -e "$$f" ] || [ -L "$$f" ]; then \
+	        echo "uninstall: left $$f (yours now; rm -f $$f)"; fi; \
+	done
+	@if [ -z "$(DESTDIR)" ] && getent passwd smtpauthd >/dev/null; then \
+	    echo "uninstall: left the user smtpauthd (userdel smtpauthd)"; fi
 
 clean:
 	rm -rf build smtpauthd smtpauthd-asan $(TEST_PROGS)
