@@ -222,13 +222,28 @@ install_new = if [ -e '$(2)' ] || [ -L '$(2)' ]; then \
 	    echo "install -m 644 $(1) $(2)"; install -m 644 $(1) '$(2)'; \
 	fi
 
+# The paths go unquoted through the shell and into sed and the units'
+# ExecStart=, so blanks and the characters the shell or sed would take as
+# their own are refused before anything is written.
+empty :=
+space := $(empty) $(empty)
+tab := $(empty)	$(empty)
+INSTALL_PATHS_GIVEN = $(DESTDIR):$(PREFIX):$(SBINDIR):$(MANDIR):$(DOCDIR):$(UNITDIR):$(SYSCONFDIR):$(PAMDIR):$(XINETDDIR)
+install_path_bad = $(if $(findstring $(space),$(INSTALL_PATHS_GIVEN)),blank)$(if $(findstring $(tab),$(INSTALL_PATHS_GIVEN)),tab)$(foreach c,' " | & ; $$ \ `,$(findstring $(c),$(INSTALL_PATHS_GIVEN)))
+check_install_paths = $(if $(strip $(install_path_bad)),$(error make $@: a path with a blank or one of ' " | & ; $$ \ ` is not supported))
+
 install: smtpauthd
+	@$(check_install_paths)
 	@case '$(PAM)' in auto|debian|rhel) ;; \
 	*) echo "make install: PAM=$(PAM): auto, debian or rhel" >&2; \
 	    exit 2 ;; esac
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	@# Only missing directories are made: install -d would reset the mode
+	@# of an existing one (/etc included).
+	@for d in $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
-	    $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(PAMDIR)
+	    $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(PAMDIR); do \
+	    [ -d "$$d" ] || { echo "install -d $$d"; install -d "$$d"; } || exit 1; \
+	done
 	install -m 755 smtpauthd $(DESTDIR)$(SBINDIR)/smtpauthd
 	install -m 644 man/smtpauthd.8 $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
 	install -m 644 man/smtpauthd.conf.5 \
@@ -279,6 +294,14 @@ install: smtpauthd
 # The units are not removed from under a running or enabled socket: that
 # would leave systemd serving connections with a program that is gone.
 uninstall:
+	@$(check_install_paths)
+	@x='$(XINETDDIR)/smtpauthd'; \
+	if [ -z "$(DESTDIR)" ] && [ -f "$$x" ] && \
+	    grep -Eq '^[[:space:]]*disable[[:space:]]*=[[:space:]]*no' "$$x"; then \
+	    echo "make uninstall: $$x enables a service; first set" \
+	        "disable = yes there and reload xinetd" >&2; \
+	    exit 1; \
+	fi
 	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null; then \
 	    for s in smtpauthd.socket smtpauthd-smtps.socket; do \
 	        if systemctl -q is-enabled $$s 2>/dev/null || \
@@ -295,7 +318,9 @@ uninstall:
 	    $(DESTDIR)$(DOCDIR)/smtpauthd.conf.example \
 	    $(UNITS:%=$(DESTDIR)$(UNITDIR)/%)
 	@if [ -d '$(DESTDIR)$(DOCDIR)' ]; then \
-	    echo "rmdir $(DESTDIR)$(DOCDIR)"; rmdir '$(DESTDIR)$(DOCDIR)'; fi
+	    if rmdir '$(DESTDIR)$(DOCDIR)' 2>/dev/null; then \
+	        echo "rmdir $(DESTDIR)$(DOCDIR)"; \
+	    else echo "uninstall: left $(DESTDIR)$(DOCDIR): not empty"; fi; fi
 	@for f in $(DESTDIR)$(PAMDIR)/smtpauthd \
 	    $(DESTDIR)$(SYSCONFDIR)/smtpauthd.conf \
 	    $(DESTDIR)$(XINETDDIR)/smtpauthd; do \

@@ -318,6 +318,35 @@ def test_pam_variant_unknown_installs_nothing(tmp_path):
     assert not dest.exists()
 
 
+@pytest.mark.parametrize("where", ["DESTDIR", "PREFIX", "SBINDIR", "SYSCONFDIR"])
+@pytest.mark.parametrize("bad", [" ", "\t", "'", '"', "|", "&", ";", "\\", "`"])
+def test_path_with_shell_characters_installs_nothing(tmp_path, where, bad):
+    """Paths go unquoted through the shell, sed and ExecStart=: a blank or
+    a shell or sed character is refused before anything is written."""
+    dest = tmp_path / "root"
+    weird = str(tmp_path / ("x%sy" % bad))
+    args = ["DESTDIR=%s" % (weird if where == "DESTDIR" else dest)]
+    if where != "DESTDIR":
+        args.append("%s=%s" % (where, weird))
+    for target in ("install", "uninstall"):
+        r = make(target, *args)
+        assert r.returncode != 0, (target, r.stdout)
+        assert "is not supported" in r.stderr, r.stderr
+    assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)
+    assert not os.path.exists(os.path.join(REPO, "x"))
+
+
+def test_uninstall_leaves_a_docdir_with_other_files(tmp_path):
+    dest = tmp_path / "root"
+    install(dest)
+    doc = dest / "usr/local/share/doc/smtpauthd"
+    (doc / "NOTES").write_text("the admin's\n")
+    out = uninstall(dest)
+    assert "left %s: not empty" % doc in out, out
+    assert sorted(os.listdir(doc)) == ["NOTES"]
+    assert not (dest / "usr/local/sbin/smtpauthd").exists()
+
+
 def test_uninstall_refused_under_an_enabled_socket(tmp_path):
     """On the live system (no DESTDIR), make uninstall stops while
     systemctl says a socket unit is enabled or active.  Not touching the
