@@ -5,12 +5,16 @@ through systemd-socket-activate with STARTTLS, real clients (smtplib,
 swaks), and messages read back from the recipients' real mailboxes
 (/var/mail/USER as mbox, or ~/Maildir).
 
-Root only: each test module skips (need_root) unless run as root with the
-programs it names.  Everything made here is undone at the end: accounts
-and their mailboxes (Accounts), the PAM file when these helpers installed
-it (InstalledPam, reference-counted so that two modules or two runs at
-once share it), the servers (Env.cleanup).  The MTA itself (its
-configuration, start and stop) is each module's business.
+Root only: each test module skips (need_root, skip) unless run as root with
+the programs it names; with SMTPAUTHD_REQUIRE_E2E=1 in the environment (CI)
+every such skip is a failure instead.  Everything made here is undone at
+the end: accounts and their mailboxes (Accounts), the PAM file when these
+helpers installed it (InstalledPam, shared by the runs holding it, whose
+pids it records), the servers (Env.cleanup).  What a run killed on the way
+left behind is found by the pid (and start time) it recorded, and undone by
+the next run: accounts carrying its mark (ACCOUNT_MARK), the PAM file, the
+servers still running (SERVERS_DIR).  The MTA itself
+(its configuration, start and stop) is each module's business.
 """
 
 import email.utils
@@ -23,13 +27,14 @@ import re
 import shutil
 import signal
 import smtplib
+import stat
 import subprocess
 import time
 
 import pytest
 
 import smtptest
-from smtptest import IS_ROOT, REPO, listening, read_log, free_port
+from smtptest import IS_ROOT, REPO
 
 # A suffix per run (as test_root.py), so that two runs at once do not
 # trample each other's accounts.
@@ -38,21 +43,85 @@ SFX = "%04x" % (os.getpid() & 0xffff)
 PAM_FILE = "/etc/pam.d/smtpauthd"
 PAM_SRC = os.path.join(REPO, "pam.d", "smtpauthd")
 PAM_LOCK = "/etc/pam.d"        # the directory is flock()ed while counting
-PAM_STATE = "/run/smtpauthd-e2e-pam.state"   # "USERS CREATED-BY-US"
+PAM_STATE = "/run/smtpauthd-e2e-pam.state"   # PAM_STATE_HEAD, then lines
+PAM_STATE_HEAD = "smtpauthd-e2e-pam 2"       # "created 0|1", "holder TOKEN"
+
+# How an account these tests made is marked with the making run's token
+# (see me()), so that a later run removes it when that run is gone, and
+# never an account without the mark: the test accounts have a root-owned
+# file ACCOUNT_MARK_FILE in their home holding it (their GECOS field is
+# left empty: Exim puts it in the Sender: field), an account without a
+# home (Debian-exim) has ACCOUNT_MARK and the token as its GECOS field.
+ACCOUNT_MARK = "smtpauthd e2e test, run "
+ACCOUNT_MARK_FILE = ".smtpauthd-e2e-run"
 
 CLIENT_HELO = "client.e2e.example"
 
+def skip(reason):
+    """pytest.skip(reason), or pytest.fail when SMTPAUTHD_REQUIRE_E2E=1 (CI:
+    an end-to-end test that did not run is a failure there)."""
+    if os.environ.get("SMTPAUTHD_REQUIRE_E2E") == "1":
+        pytest.fail(reason + " (SMTPAUTHD_REQUIRE_E2E is set)", pytrace=False)
+    pytest.skip(reason)
+
 
 def need_root(*progs):
-    """pytest.skip unless root with every program in progs (names or
-    absolute paths) and systemd-socket-activate."""
+    """skip() unless root with every program in progs (names or absolute
+    paths) and systemd-socket-activate."""
     if not IS_ROOT:
-        pytest.skip("end-to-end tests need root (accounts, /etc/pam.d, an MTA)")
+        skip("end-to-end tests need root (accounts, /etc/pam.d, an MTA)")
     for p in progs + ("systemd-socket-activate", "useradd", "userdel",
                       "chpasswd", "openssl"):
         if (os.path.isabs(p) and not os.access(p, os.X_OK)) or \
                 (not os.path.isabs(p) and shutil.which(p) is None):
-            pytest.skip("%s not installed" % p)
+            skip("%s not installed" % p)
+
+
+# --------------------------------------------------------------------------
+# runs: a process named by its pid and start time, so that a pid reused by
+# another process does not pass for a run still going
+
+def proc_start(pid):
+    """The start time of process pid (clock ticks since boot, field 22 of
+    /proc/PID/stat), or None when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            st = f.read()
+    except (OSError, ValueError):
+        return None
+    try:
+        return int(st[st.rindex(b")") + 2:].split()[19])
+    except (ValueError, IndexError):
+        return None
+
+
+def me():
+    """This run's token: "PID-START"."""
+    return "%d-%d" % (os.getpid(), proc_start(os.getpid()) or 0)
+
+
+def alive(token):
+    """Whether the run token ("PID-START", or a bare "PID") is still
+    running; False for anything unreadable."""
+    try:
+        parts = str(token).strip().split("-")
+        pid = int(parts[0])
+        start = int(parts[1]) if len(parts) > 1 else None
+    except (ValueError, IndexError):
+        return False
+    if pid <= 0:
+        return False
+    now = proc_start(pid)
+    if now is None:
+        return False
+    return start is None or start == now
+
+
+def pid_of(token):
+    try:
+        return int(str(token).split("-")[0])
+    except ValueError:
+        return 0
 
 
 def sh(*cmd, input=None, timeout=60, ok=(0,)):
@@ -92,9 +161,14 @@ class Accounts:
         self.made = []
 
     def create(self):
+        sweep_accounts()        # what killed runs left
         self.remove()           # leftovers of a killed run with our pid
         for role, name in self.names.items():
             sh("useradd", "-m", "-d", "/home/" + name, "-s", "/bin/sh", name)
+            mark = os.path.join("/home", name, ACCOUNT_MARK_FILE)
+            with open(mark, "w") as f:
+                f.write(me() + "\n")
+            os.chmod(mark, 0o644)
             self.made.append(name)
         sh("chpasswd", input="".join("%s:%s\n" % (self.names[r], self.passwords[r])
                                      for r in self.names))
@@ -117,19 +191,56 @@ class Accounts:
     def remove(self):
         for name in self.names.values():
             try:
-                pwd.getpwnam(name)
+                pw = pwd.getpwnam(name)
             except KeyError:
                 remove_mailbox(name)
                 continue
-            subprocess.run(["userdel", "-r", "-f", name], capture_output=True,
-                           timeout=60)
-            remove_mailbox(name)
-            try:
-                grp.getgrnam(name)
-                subprocess.run(["groupdel", name], capture_output=True, timeout=60)
-            except KeyError:
-                pass
+            if account_mark(pw) is None:
+                continue        # not one of ours: never removed
+            remove_account(name)
         self.made = []
+
+
+def remove_account(name, home=True):
+    """userdel (-r: with its home), its /var/mail file and its group."""
+    subprocess.run(["userdel"] + (["-r"] if home else []) + ["-f", name],
+                   capture_output=True, timeout=60)
+    remove_mailbox(name)
+    try:
+        grp.getgrnam(name)
+        subprocess.run(["groupdel", name], capture_output=True, timeout=60)
+    except KeyError:
+        pass
+
+
+def account_mark(pw):
+    """The token of the run that made the account (a passwd entry), or None
+    when it carries no mark (see ACCOUNT_MARK)."""
+    if pw.pw_gecos.startswith(ACCOUNT_MARK):
+        return pw.pw_gecos[len(ACCOUNT_MARK):]
+    if not pw.pw_dir.startswith("/home/") or pw.pw_uid == 0:
+        return None
+    path = os.path.join(pw.pw_dir, ACCOUNT_MARK_FILE)
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0:
+            return None
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def sweep_accounts():
+    """Removes the accounts that killed runs made: those carrying the mark
+    (ACCOUNT_MARK) of a run that is gone.  The names."""
+    out = []
+    for pw in pwd.getpwall():
+        mark = account_mark(pw)
+        if mark is not None and not alive(mark):
+            remove_account(pw.pw_name, home=pw.pw_dir.startswith("/home/"))
+            out.append(pw.pw_name)
+    return out
 
 
 def remove_mailbox(name):
@@ -146,27 +257,59 @@ def remove_mailbox(name):
 class InstalledPam:
     """/etc/pam.d/smtpauthd as `make install` would put it: the repository's
     pam.d/smtpauthd, installed when absent.  A file already there is used
-    as it is.  Users are counted under a lock, so that several modules (or
-    runs) at once share it: the last one out removes it, and only if one of
-    them installed it."""
+    as it is.  The runs holding it are recorded under a lock in PAM_STATE
+    (their tokens, once per hold, and whether one of them installed the
+    file), so that several modules or runs at once share it; a holder
+    whose run is gone (killed) is dropped whenever the state is read.  The
+    last live holder out removes the file, and only if a run installed
+    it."""
 
     def __init__(self):
         self.held = False
+
+    @staticmethod
+    def read_state():
+        """(created, [holder tokens]) of PAM_STATE, dead holders included;
+        (False, []) when there is none.  The former format "USERS CREATED"
+        (no pids) gives its CREATED and no holder."""
+        try:
+            with open(PAM_STATE) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return False, []
+        if not lines or lines[0] != PAM_STATE_HEAD:
+            try:
+                return bool(int(" ".join(lines).split()[1])), []
+            except (ValueError, IndexError):
+                return False, []
+        created, holders = False, []
+        for line in lines[1:]:
+            k, _, v = line.partition(" ")
+            if k == "created":
+                created = v.strip() == "1"
+            elif k == "holder" and v.strip():
+                holders.append(v.strip())
+        return created, holders
 
     def _locked(self, fn):
         fd = os.open(PAM_LOCK, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                with open(PAM_STATE) as f:
-                    n, created = (int(x) for x in f.read().split())
-            except (FileNotFoundError, ValueError):
-                n, created = 0, 0
-            n, created = fn(n, created)
-            if n > 0:
-                with open(PAM_STATE, "w") as f:
-                    f.write("%d %d\n" % (n, created))
+            created, holders = self.read_state()
+            holders = [h for h in holders if alive(h)]
+            created, holders = fn(created, holders)
+            if holders:
+                tmp = PAM_STATE + ".tmp"
+                with open(tmp, "w") as f:
+                    f.write("%s\ncreated %d\n" % (PAM_STATE_HEAD, created))
+                    f.writelines("holder %s\n" % h for h in holders)
+                os.rename(tmp, PAM_STATE)
             else:
+                if created:
+                    try:
+                        os.unlink(PAM_FILE)
+                    except FileNotFoundError:
+                        pass
                 try:
                     os.unlink(PAM_STATE)
                 except FileNotFoundError:
@@ -175,13 +318,13 @@ class InstalledPam:
             os.close(fd)
 
     def acquire(self):
-        def up(n, created):
+        def up(created, holders):
             if not os.path.exists(PAM_FILE):
                 shutil.copyfile(PAM_SRC, PAM_FILE + ".e2e-tmp")
                 os.chmod(PAM_FILE + ".e2e-tmp", 0o644)
                 os.rename(PAM_FILE + ".e2e-tmp", PAM_FILE)
-                created = 1
-            return n + 1, created
+                created = True
+            return created, holders + [me()]
         self._locked(up)
         self.held = True
         return PAM_FILE
@@ -190,15 +333,10 @@ class InstalledPam:
         if not self.held:
             return
 
-        def down(n, created):
-            n = max(n - 1, 0)
-            if n == 0 and created:
-                try:
-                    os.unlink(PAM_FILE)
-                except FileNotFoundError:
-                    pass
-                created = 0
-            return n, created
+        def down(created, holders):
+            if me() in holders:
+                holders.remove(me())
+            return created, holders
         self._locked(down)
         self.held = False
 
@@ -235,41 +373,63 @@ def deployment_conf(env, pki, sendmail, **kw):
     return conf
 
 
+SERVERS_DIR = "/run/smtpauthd-e2e-servers"   # RUN-TOKEN.SERVER-TOKEN files
+
+
+def sweep_servers():
+    """Kills the servers (their process groups) that runs now gone left
+    running: SERVERS_DIR names each server with the run that started it."""
+    try:
+        names = os.listdir(SERVERS_DIR)
+    except FileNotFoundError:
+        return
+    for n in names:
+        run, _, server = n.partition(".")
+        if alive(run):
+            continue
+        if alive(server):
+            try:
+                os.killpg(pid_of(server), signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.unlink(os.path.join(SERVERS_DIR, n))
+        except FileNotFoundError:
+            pass
+
+
 class RootTcpServer(smtptest.TcpServer):
     """smtptest.TcpServer, but with systemd-socket-activate (and so the
-    smtpauthd monitor) running as root, as the packaged socket unit does."""
+    smtpauthd monitor) running as root, as the packaged socket unit does.
+    Recorded in SERVERS_DIR while it runs, for sweep_servers()."""
 
-    def __init__(self, env, confpath, environ=None):   # noqa: super not called
-        self.env = env
-        self.logpath = env.newlog()
-        e = env.environ(environ)
-        e.pop("REMOTE_ADDR", None)      # the real peer is 127.0.0.1
-        for _ in range(5):
-            self.port = free_port()
-            cmd = ["systemd-socket-activate", "-l", "127.0.0.1:%d" % self.port,
-                   "--inetd", "-a"]
-            for k, v in sorted(e.items()):
-                cmd += ["-E", "%s=%s" % (k, v)]
-            cmd += [env.stage.binary, "-d", "-f", confpath]
-            with open(self.logpath, "ab") as logf:
-                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL,
-                                             stderr=logf, env=e,
-                                             start_new_session=True)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if listening(self.port):
-                    return
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.02)
-            self.stop()
-        raise AssertionError("systemd-socket-activate did not listen: %s"
-                             % read_log(self.logpath))
+    def __init__(self, env, confpath, environ=None):
+        super().__init__(env, confpath, environ, as_root=True)
+
+    def started(self):
+        self.record = os.path.join(SERVERS_DIR, "%s.%d-%d" % (
+            me(), self.proc.pid, proc_start(self.proc.pid) or 0))
+        for _ in range(3):      # another run may rmdir it meanwhile
+            os.makedirs(SERVERS_DIR, 0o755, exist_ok=True)
+            try:
+                open(self.record, "w").close()
+                break
+            except FileNotFoundError:
+                continue
+
+    def stop(self):
+        super().stop()
+        try:
+            os.unlink(self.record)
+            os.rmdir(SERVERS_DIR)       # when the last one
+        except (AttributeError, OSError):
+            pass
 
 
 def root_server(env, pki, sendmail, **kw):
-    """Write the deployment configuration and start a RootTcpServer."""
+    """Write the deployment configuration and start a RootTcpServer (after
+    killing those of killed runs)."""
+    sweep_servers()
     deployment_conf(env, pki, sendmail, **kw)
     path = env.write_config()
     os.chown(path, 0, 0)
@@ -293,6 +453,13 @@ def make_message(msgid, headers, body="This is an end-to-end test.\n"):
 
 def new_msgid(tag):
     return "%s.%d.%d.%s@e2e.test" % (tag, os.getpid(), time.monotonic_ns(), SFX)
+
+
+def msgid_re(pid=None):
+    """A bytes pattern matching the Message-IDs new_msgid() makes in the run
+    with that pid (default: this one)."""
+    pid = os.getpid() if pid is None else pid
+    return rb"\.%d\.\d+\.%04x@e2e\.test" % (pid, pid & 0xffff)
 
 
 class Sent:

@@ -881,12 +881,16 @@ def listening(port):
 
 
 class TcpServer:
-    """smtpauthd under systemd-socket-activate --inetd -a on 127.0.0.1."""
+    """smtpauthd under systemd-socket-activate --inetd -a on 127.0.0.1: as
+    nobody when the tests run as root, or with as_root the monitor as root,
+    as the packaged socket unit runs it (the end-to-end tests)."""
 
-    def __init__(self, env, confpath, environ=None):
+    def __init__(self, env, confpath, environ=None, as_root=False):
         self.env = env
         self.logpath = env.newlog()
         e = env.environ(environ)
+        if as_root:
+            e.pop("REMOTE_ADDR", None)      # the real peer is 127.0.0.1
         cmd = ["systemd-socket-activate"]
         for attempt in range(5):
             self.port = free_port()
@@ -896,11 +900,12 @@ class TcpServer:
                 cmd += ["-E", "%s=%s" % (k, v)]
             cmd += [env.stage.binary, "-d", "-f", confpath]
             with open(self.logpath, "ab") as logf:
-                kw = drop_kwargs() if IS_ROOT else {}
+                kw = drop_kwargs() if IS_ROOT and not as_root else {}
                 self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL,
                                              stderr=logf, env=e,
                                              start_new_session=True, **kw)
+            self.started()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 if listening(self.port):
@@ -911,6 +916,9 @@ class TcpServer:
             self.stop()
         raise AssertionError("systemd-socket-activate did not listen: %s"
                              % read_log(self.logpath))
+
+    def started(self):
+        """Called as soon as the server process exists (for subclasses)."""
 
     @property
     def log(self):

@@ -28,9 +28,14 @@ What that costs outside the temporary directory, all undone at the end:
     which is /etc as well.  The test skips when /etc/exim4 exists (an Exim
     installed here: its configuration is not the test's to take over).
   - the Debian-exim account and group (the binary's compiled-in exim user,
-    looked up before the configuration is read), when missing;
+    looked up before the configuration is read), when missing: made with
+    e2e.ACCOUNT_MARK as its GECOS field, so that a later run removes it
+    should this one be killed (and never a Debian-exim without the mark);
   - the accounts e2ex1SFX..e2ex4SFX, their homes and /var/mail files;
   - /etc/pam.d/smtpauthd from the repository, when missing.
+The temporary directory (it holds a setuid-root copy of exim4) is named
+smtpauthd-e2e-exim.PID-START.*: a later run removes those of runs that are
+gone.
 The configuration is tests/exim/exim4.conf.in: spool and logs in the
 temporary directory, local users delivered to /var/mail/USER (appendfile,
 group mail, mode 0660, as Debian's own configuration), and the two
@@ -47,12 +52,14 @@ Other variants show an ACL refusing unknown local users (Exim then exits
 1, so the client gets 451, never a 5xx) and Exim's defaults.
 """
 
+import functools
 import glob
 import grp
 import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -62,10 +69,15 @@ import pytest
 import e2e
 import smtptest
 from e2e import SFX, sh
-from smtptest import IS_ROOT, find_events, kv, received_re
+from smtptest import find_events, kv, received_re
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root (setuid Exim, "
-                                "useradd, /etc/pam.d, /etc/exim4)")
+
+@pytest.fixture(scope="session", autouse=True)
+def _e2e_gate():
+    """Every test here skips (fails under SMTPAUTHD_REQUIRE_E2E=1) unless
+    root, before any other fixture can skip it."""
+    e2e.need_root()
+
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(TESTS, "exim", "exim4.conf.in")
@@ -75,6 +87,8 @@ ETC_DIR = "/etc/exim4"
 ETC_CONF = os.path.join(ETC_DIR, "exim4.conf")
 MARK = "# installed by smtpauthd tests/test_e2e_exim.py, pid "
 EXIM_USER = "Debian-exim"
+TMP_PREFIX = "smtpauthd-e2e-exim."      # then PID-START. and mkdtemp's part
+TMP_RE = re.compile(r"^smtpauthd-e2e-exim\.(\d+-\d+)\.[^/]+$")
 EXIM_HOST = "exim-e2e.example"          # primary_hostname and qualify_domain
 LOCAL = "127.0.0.1"
 CIPHER_RE = r"[A-Za-z0-9_-]+"
@@ -113,21 +127,49 @@ def exists_group(name):
 
 
 def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+    return e2e.proc_start(pid) is not None
 
 
 # --------------------------------------------------------------------------
 # Exim from the extracted Debian package
 
+def compare_versions(a, b):
+    """Debian version order: <0, 0, >0 (python3-apt's apt_pkg when there,
+    else dpkg --compare-versions)."""
+    try:
+        import apt_pkg
+        apt_pkg.init_system()
+        return apt_pkg.version_compare(a, b)
+    except ImportError:
+        pass
+    if subprocess.run(["dpkg", "--compare-versions", a, "lt", b]).returncode == 0:
+        return -1
+    if subprocess.run(["dpkg", "--compare-versions", a, "eq", b]).returncode == 0:
+        return 0
+    return 1
+
+
+def deb_field(deb, field):
+    r = subprocess.run(["dpkg-deb", "-f", deb, field], capture_output=True,
+                       timeout=30)
+    return r.stdout.decode(errors="replace").strip() if r.returncode == 0 else None
+
+
 def find_deb():
-    hits = sorted(glob.glob(os.path.join(DEBS, EXIM_PKG + "_*.deb")))
-    return hits[-1] if hits else None
+    """The newest (by Debian version order, not by name) package of this
+    machine's architecture in DEBS, or None."""
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
+                          timeout=30).stdout.decode().strip()
+    found = []
+    for deb in glob.glob(os.path.join(DEBS, EXIM_PKG + "_*.deb")):
+        version = deb_field(deb, "Version")
+        if version and deb_field(deb, "Package") == EXIM_PKG and \
+                deb_field(deb, "Architecture") in (arch, "all"):
+            found.append((version, deb))
+    if not found:
+        return None
+    found.sort(key=functools.cmp_to_key(lambda x, y: compare_versions(x[0], y[0])))
+    return found[-1][1]
 
 
 def fetch_deb():
@@ -151,16 +193,60 @@ def fetch_deb():
     return deb, None
 
 
+TMP_PARENTS = (tempfile.gettempdir(), "/var/tmp", "/var/cache")
+
+
 def suid_capable_dir():
-    """A temporary directory on a file system that honours setuid bits."""
-    for parent in (tempfile.gettempdir(), "/var/tmp", "/var/cache"):
+    """A temporary directory on a file system that honours setuid bits and
+    allows executing, named after this run (see sweep_stale_dirs)."""
+    for parent in TMP_PARENTS:
         try:
-            if os.statvfs(parent).f_flag & os.ST_NOSUID:
+            if os.statvfs(parent).f_flag & (os.ST_NOSUID | os.ST_NOEXEC):
                 continue
-            return tempfile.mkdtemp(prefix="smtpauthd-e2e-exim.", dir=parent)
+            return tempfile.mkdtemp(prefix=TMP_PREFIX + e2e.me()
+                                    + ".", dir=parent)
         except OSError:
             continue
     return None
+
+
+def sweep_stale_dirs():
+    """Removes the temporary directories (a setuid-root exim4 inside) of
+    runs that are gone, after killing the processes still running their
+    Exim.  The paths removed."""
+    out = []
+    for parent in sorted(set(TMP_PARENTS)):
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for n in names:
+            m = TMP_RE.match(n)
+            path = os.path.join(parent, n)
+            if not m or e2e.alive(m.group(1)):
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+                continue
+            e2e.kill_pids(exe_pids(path + "/"))
+            shutil.rmtree(path, ignore_errors=True)
+            out.append(path)
+    return out
+
+
+def exe_pids(prefix):
+    """The processes whose executable is under prefix (or is prefix)."""
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and os.readlink("/proc/%s/exe" % d).startswith(prefix):
+                out.append(int(d))
+        except OSError:
+            pass
+    return out
 
 
 class Exim:
@@ -233,14 +319,8 @@ class Exim:
 
     def pids(self):
         """The processes running this Exim (background deliveries)."""
-        out = []
-        for d in os.listdir("/proc"):
-            try:
-                if d.isdigit() and os.readlink("/proc/%s/exe" % d) == self.bin:
-                    out.append(int(d))
-            except OSError:
-                pass
-        return out
+        return [p for p in exe_pids(self.bin)
+                if os.readlink("/proc/%d/exe" % p) == self.bin]
 
     def reap(self, timeout=10):
         """Waits for the deliveries still running to end; kills what is
@@ -280,18 +360,20 @@ def etc_exim_ours():
 
 @pytest.fixture(scope="module")
 def exim():
-    for prog in ("dpkg-deb", "ldd", "useradd", "userdel", "chpasswd"):
+    for prog in ("dpkg", "dpkg-deb", "ldd", "useradd", "userdel", "chpasswd"):
         if shutil.which(prog) is None:
-            pytest.skip("%s not installed" % prog)
+            e2e.skip("%s not installed" % prog)
     if os.path.exists(ETC_DIR) and not etc_exim_ours():
-        pytest.skip("%s exists: an Exim is installed here, and this test would "
-                    "replace its configuration" % ETC_DIR)
+        e2e.skip("%s exists: an Exim is installed here, and this test would "
+                 "replace its configuration" % ETC_DIR)
+    sweep_stale_dirs()
+    e2e.sweep_accounts()        # a killed run's Debian-exim among them
     deb, why = fetch_deb()
     if deb is None:
-        pytest.skip(why)
+        e2e.skip(why)
     top = suid_capable_dir()
     if top is None:
-        pytest.skip("no temporary directory without nosuid")
+        e2e.skip("no temporary directory without nosuid and noexec")
     created_user = created_etc = False
     try:
         os.chmod(top, 0o755)
@@ -306,14 +388,14 @@ def exim():
         r = subprocess.run(["ldd", ex.bin], capture_output=True, timeout=30)
         missing = re.findall(r"^\s*(\S+) => not found", r.stdout.decode(), re.M)
         if missing:
-            pytest.skip("the extracted exim4 needs libraries that are not "
+            e2e.skip("the extracted exim4 needs libraries that are not "
                         "installed: %s (see `dpkg-deb -f %s Depends`)"
-                        % (" ".join(missing), deb))
+                     % (" ".join(missing), deb))
         if not exists_user(EXIM_USER):
             created_user = True
             sh("useradd", "--system", "--user-group", "--no-create-home",
                "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-               EXIM_USER)
+               "--comment", e2e.ACCOUNT_MARK + e2e.me(), EXIM_USER)
         pw = pwd.getpwnam(EXIM_USER)
         for d in (ex.spool, ex.logdir):
             os.mkdir(d, 0o750)
@@ -343,7 +425,8 @@ def exim():
             except OSError:
                 pass
         shutil.rmtree(top, ignore_errors=True)
-        if created_user:
+        if created_user and exists_user(EXIM_USER) and \
+                pwd.getpwnam(EXIM_USER).pw_gecos == e2e.ACCOUNT_MARK + e2e.me():
             subprocess.run(["userdel", EXIM_USER], capture_output=True, timeout=60)
             if exists_group(EXIM_USER):
                 subprocess.run(["groupdel", EXIM_USER], capture_output=True,
@@ -702,7 +785,6 @@ def test_tempfail_then_retry(srv, exim, accounts, breakage):
         fix()
     assert (sent.code, sent.text.split(" ", 1)[0]) == (451, "4.3.0"), sent
     assert exim.queue() == 0
-    time.sleep(0.3)
     assert delivered(exim, (U2, U3), msgid) == {U2: [], U3: []}
     again = send(srv["envelope"], accounts, U1, SENDER, rcpts, msg)   # the retry
     assert again.code == 250, again

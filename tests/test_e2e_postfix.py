@@ -8,7 +8,15 @@ Root only, and only where Postfix is installed and not running: the module
 configures Postfix with `postconf -e` (local delivery only, no listener),
 starts it with `postfix start` and stops it with `postfix stop` at the end,
 restoring /etc/postfix/main.cf, and removes its accounts, their
-mailboxes, the queue files it made and Postfix's log file.
+mailboxes, the queue files of its messages and Postfix's log file;
+/etc/aliases.db is built by newaliases only when missing or older than
+/etc/aliases, and then removed or restored.  Before changing anything it
+writes /etc/postfix/main.cf.smtpauthd-e2e (main.cf as it was) and
+main.cf.smtpauthd-e2e.run (the run's pid and what it changed, the master
+it started): a run killed on the way leaves them, and the next run stops
+that master (only that one: its pid and start time recorded), restores
+main.cf, maildrop's mode and aliases.db, and removes the killed run's
+queue files and log before it starts.
 
 What Postfix does, as the tests find it (Postfix 3.7, Debian 12):
 - inject envelope (`sendmail -i -f SENDER -- RCPT...`): the envelope alone
@@ -36,8 +44,12 @@ What Postfix does, as the tests find it (Postfix 3.7, Debian 12):
   exactly once.
 """
 
+import contextlib
+import fcntl
+import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import time
@@ -46,15 +58,26 @@ import pytest
 
 import e2e
 from e2e import SFX, sh, wait_until
-from smtptest import HOSTNAME, IS_ROOT, QUEUED_RE, DATE_RE, read_log
+from smtptest import HOSTNAME, QUEUED_RE, DATE_RE, read_log
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root (accounts, "
-                                "/etc/pam.d, Postfix)")
+
+@pytest.fixture(scope="session", autouse=True)
+def _e2e_gate():
+    """Every test here skips (fails under SMTPAUTHD_REQUIRE_E2E=1) unless
+    root, before any other fixture can skip it."""
+    e2e.need_root()
+
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
 SENDMAIL = "/usr/sbin/sendmail"
 MAIN_CF = "/etc/postfix/main.cf"
+BACKUP = MAIN_CF + ".smtpauthd-e2e"      # main.cf as it was before the run
+RUNFILE = BACKUP + ".run"                 # JSON: the run, what it changed
+ALIASES = "/etc/aliases"
+ALIASES_DB = ALIASES + ".db"              # alias_database hash:/etc/aliases
+ALIASES_BACKUP = ALIASES_DB + ".smtpauthd-e2e"
+MASTER_PID = "/var/spool/postfix/pid/master.pid"
 SPOOL = "/var/spool/postfix"
 MAILDROP = SPOOL + "/maildrop"
 QUEUE_DIRS = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt",
@@ -123,18 +146,165 @@ def queue_files():
     return out
 
 
+def is_run_queue_file(path, run):
+    """Whether the queue file path belongs to the run (a RUNFILE dict):
+    a maildrop file owned by one of the run's accounts (postdrop writes
+    them as the submitting user, complete or not), or a queue file whose
+    content names one of the run's Message-IDs (e2e.new_msgid of its pid)
+    or one of its accounts (a recipient, or the bounce's recipient)."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if path.startswith(MAILDROP + "/") and st.st_uid in run.get("uids", ()):
+            return True
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    names = [re.escape(n.encode()) for n in run.get("names", ())]
+    pat = e2e.msgid_re(run["pid"])
+    if names:
+        pat += rb"|" + rb"|".join(names)
+    return re.search(pat, data) is not None
+
+
+def master_token():
+    """The running master's run token (pid:start), from master.pid."""
+    try:
+        with open(MASTER_PID) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    start = e2e.proc_start(pid)
+    return None if start is None else "%d-%d" % (pid, start)
+
+
+def read_run():
+    try:
+        with open(RUNFILE) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}       # torn: treated as a dead run's
+
+
+def write_run(run):
+    tmp = RUNFILE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(run, f)
+    os.rename(tmp, RUNFILE)
+
+
+def remove_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextlib.contextmanager
+def postfix_lock():
+    """/etc/postfix flock()ed: two runs starting at once do not both take
+    Postfix over."""
+    fd = os.open(os.path.dirname(MAIN_CF), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def undo_run(run, baseline=None):
+    """Puts back what the run (RUNFILE dict, {} when unknown) changed,
+    Postfix stopped: main.cf from BACKUP, maildrop's mode, aliases.db; and
+    removes its queue files (those new since baseline only, when given) and
+    its log file; RUNFILE last."""
+    if os.path.exists(BACKUP):
+        os.replace(BACKUP, MAIN_CF)     # a copy2: bytes, owner, mode, times
+    if run.get("maildrop_mode") is not None:
+        os.chmod(MAILDROP, run["maildrop_mode"])
+    if "pid" in run:
+        files = queue_files()
+        if baseline is not None:
+            files -= baseline
+        for p in sorted(files):
+            if is_run_queue_file(p, run):
+                remove_quietly(p)
+    if run.get("maillog", "").startswith("/var/log/smtpauthd-e2e-postfix."):
+        remove_quietly(run["maillog"])
+    if run.get("aliases") == "created":
+        remove_quietly(ALIASES_DB)
+    elif run.get("aliases") == "backed-up" and os.path.exists(ALIASES_BACKUP):
+        os.replace(ALIASES_BACKUP, ALIASES_DB)
+    remove_quietly(RUNFILE)
+
+
+def started_by(run):
+    """Whether the running master is the one the (dead) run started: the
+    pid and start time it recorded; or, killed while `postfix start` ran
+    ("starting"), a master started after the run began, with the run's
+    configuration (its maillog_file) still in main.cf."""
+    master = master_token()
+    if master is None or not run.get("master"):
+        return False
+    if master == run["master"]:
+        return True
+    if run["master"] != "starting":
+        return False
+    try:
+        begun = int(run["run"].split("-")[1])
+    except (KeyError, IndexError, ValueError):
+        return False
+    if int(master.split("-")[1]) < begun:
+        return False
+    r = subprocess.run([POSTCONF, "-h", "maillog_file"], capture_output=True,
+                       timeout=30)
+    return r.returncode == 0 and r.stdout.decode().strip() == run.get("maillog")
+
+
+def recover():
+    """What a killed run left (RUNFILE, BACKUP): its master stopped when it
+    is the very process that run started (started_by), then undo_run.
+    Skips when that run is still going, or when a Postfix it did not start
+    is running."""
+    run = read_run()
+    if run is None and not os.path.exists(BACKUP):
+        return
+    run = run or {}
+    if e2e.alive(run.get("run", "")):
+        e2e.skip("another run (pid %d) is using Postfix for its end-to-end "
+                 "tests" % e2e.pid_of(run["run"]))
+    if postfix_running() and started_by(run):
+        sh(POSTFIX, "stop", ok=None)
+        wait_until(lambda: not postfix_running(), 30, 0.1,
+                   "the killed run's Postfix to stop")
+    if postfix_running():
+        e2e.skip("Postfix is running, and %s is a killed run's backup: "
+                 "neither is touched" % BACKUP)
+    undo_run(run)
+
+
 class Postfix:
-    def __init__(self, accounts, baseline):
+    def __init__(self, accounts, baseline, run):
         self.accounts = accounts
         self.baseline = baseline        # queue files there before us
+        self.run = run                  # what RUNFILE holds
 
     @staticmethod
     def postconf(*settings):
         sh(POSTCONF, "-e", *settings)
 
     def start(self):
+        # The master, so that a later run can stop it should this one be
+        # killed (and no other master): "starting" until it is known.
+        self.run["master"] = "starting"
+        write_run(self.run)
         sh(POSTFIX, "start")
         wait_until(postfix_running, 30, 0.1, "postfix start")
+        self.run["master"] = master_token()
+        write_run(self.run)
 
     def stop(self):
         sh(POSTFIX, "stop", ok=None)
@@ -178,48 +348,55 @@ def postfix():
     e2e.need_root(POSTFIX, POSTCONF, SENDMAIL, "newaliases", "postsuper")
     r = subprocess.run(["dpkg-query", "-S", SENDMAIL], capture_output=True)
     if r.returncode == 0 and not r.stdout.startswith(b"postfix:"):
-        pytest.skip("%s is not Postfix's: %s" % (SENDMAIL, r.stdout.decode().strip()))
-    if postfix_running():
-        pytest.skip("Postfix is running: the end-to-end tests do not "
-                    "reconfigure a live MTA")
-    with open(MAIN_CF, "rb") as f:
-        saved = f.read()
-    st = os.stat(MAIN_CF)
-    md = os.stat(MAILDROP)
+        e2e.skip("%s is not Postfix's: %s" % (SENDMAIL, r.stdout.decode().strip()))
     accounts = e2e.Accounts(ROLES)
     pam = e2e.InstalledPam()
-    pf = Postfix(accounts, queue_files())
-    started = False
+    run = {"run": e2e.me(), "pid": os.getpid(), "maillog": MAILLOG,
+           "names": sorted(ROLES.values()) + ["e2epnosuch" + SFX],
+           "uids": [], "maildrop_mode": None, "aliases": None, "master": None}
+    pf = None
     try:
-        accounts.create()
-        pam.acquire()
-        pf.postconf(*("%s = %s" % kv for kv in SETTINGS.items()))
-        sh("newaliases")
-        pf.start()
-        started = True
+        with postfix_lock():
+            recover()
+            if postfix_running():
+                e2e.skip("Postfix is running: the end-to-end tests do not "
+                         "reconfigure a live MTA")
+            # From here on, RUNFILE and BACKUP tell a later run what to undo
+            # should this one be killed (all read after recover()).
+            run["maildrop_mode"] = stat.S_IMODE(os.stat(MAILDROP).st_mode)
+            pf = Postfix(accounts, queue_files(), run)
+            write_run(run)
+            shutil.copy2(MAIN_CF, BACKUP + ".tmp")
+            st = os.stat(MAIN_CF)
+            os.chown(BACKUP + ".tmp", st.st_uid, st.st_gid)
+            os.rename(BACKUP + ".tmp", BACKUP)
+            accounts.create()
+            run["uids"] = [accounts.uid(r) for r in ROLES]
+            write_run(run)
+            pam.acquire()
+            # newaliases only when aliases.db is missing or out of date:
+            # then removed, or the old one put back, at the end.
+            if not os.path.exists(ALIASES_DB):
+                run["aliases"] = "created"
+            elif os.stat(ALIASES_DB).st_mtime < os.stat(ALIASES).st_mtime:
+                run["aliases"] = "backed-up"
+            if run["aliases"]:
+                write_run(run)
+                if run["aliases"] == "backed-up":
+                    shutil.copy2(ALIASES_DB, ALIASES_BACKUP + ".tmp")
+                    os.rename(ALIASES_BACKUP + ".tmp", ALIASES_BACKUP)
+                sh("newaliases")
+            pf.postconf(*("%s = %s" % kv for kv in SETTINGS.items()))
+            pf.start()
         yield pf
     finally:
-        if started or postfix_running():
-            try:
-                pf.stop()
-            except AssertionError:
-                pass
-        with open(MAIN_CF, "wb") as f:
-            f.write(saved)
-        os.chown(MAIN_CF, st.st_uid, st.st_gid)
-        os.chmod(MAIN_CF, stat.S_IMODE(st.st_mode))
-        os.chmod(MAILDROP, stat.S_IMODE(md.st_mode))
-        # Queue files we left (a refused sendmail leaves an incomplete
-        # maildrop file behind: see test_local_login_sender_maps).
-        for p in sorted(queue_files() - pf.baseline):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
-        try:
-            os.unlink(MAILLOG)
-        except FileNotFoundError:
-            pass
+        if pf is not None:
+            if postfix_running():
+                try:
+                    pf.stop()
+                except AssertionError:
+                    pass
+            undo_run(run, pf.baseline)
         pam.release()
         accounts.remove()
 
@@ -262,7 +439,7 @@ def queued_id(sent):
 def exactly_once(pf, roles, msgid):
     """Each role's mailbox holds exactly one copy of msgid (after the queue
     has emptied, so that no late duplicate is missed); {role: message}."""
-    got = e2e.wait_delivered([pf.accounts.name(r) for r in roles], msgid)
+    e2e.wait_delivered([pf.accounts.name(r) for r in roles], msgid)
     pf.settle()
     out = {}
     for r in roles:
@@ -270,7 +447,6 @@ def exactly_once(pf, roles, msgid):
         assert len(copies) == 1, "%s has %d copies of <%s>" % (
             pf.accounts.name(r), len(copies), msgid)
         out[r] = copies[0]
-    assert got
     return out
 
 
@@ -402,7 +578,7 @@ def test_inject_headers(env, pki, pf):
 def test_postfix_defaults_let_users_choose_sender():
     """What an operator gets by default: anyone may submit, with any -f."""
     if not os.access(POSTCONF, os.X_OK):
-        pytest.skip("Postfix not installed")
+        e2e.skip("Postfix not installed")
     d = sh(POSTCONF, "-d", "-h", "authorized_submit_users",
            "local_login_sender_maps").stdout.decode().split("\n")
     assert d[:2] == ["static:anyone", "static:*"], d
@@ -529,7 +705,9 @@ def test_unknown_local_user(env, pki, pf):
 
 def test_postfix_stopped(env, pki, pf):
     """postfix stop: postdrop still writes the message into maildrop, so
-    the client gets 250; after postfix start it is delivered exactly once."""
+    the client gets 250; the complete file, the submitting user's, waits
+    there untouched while Postfix is stopped; after postfix start pickup
+    takes it and it is delivered exactly once."""
     srv = server(env, pki)
     msgid = e2e.new_msgid("stopped")
     message = e2e.make_message(msgid, [("From", addr("s")), ("To", addr("a")),
@@ -540,11 +718,18 @@ def test_postfix_stopped(env, pki, pf):
         queued_id(sent)
         dropped = [p for p in pf.new_queue_files() if p.startswith(MAILDROP + "/")]
         assert len(dropped) == 1, dropped
-        time.sleep(0.5)
-        assert e2e.count(ROLES["a"], msgid) == 0
+        # Just before the start: still stopped, the file still in maildrop
+        # (complete: owner-executable; written by the user), in no mailbox.
+        assert not postfix_running()
+        st = os.stat(dropped[0])
+        assert st.st_uid == pf.accounts.uid("s") and st.st_mode & stat.S_IXUSR, \
+            (dropped, st)
+        assert is_run_queue_file(dropped[0], {"pid": os.getpid()}), dropped
+        assert [e2e.count(ROLES[r], msgid) for r in "ab"] == [0, 0]
     finally:
         pf.start()
     exactly_once(pf, "ab", msgid)
+    assert not os.path.exists(dropped[0]), dropped
 
 
 def test_maildrop_not_writable(env, pki, pf):
