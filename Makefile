@@ -289,7 +289,9 @@ install: smtpauthd
 	    "tls-key) in $(SYSCONFDIR)/smtpauthd.conf, check with smtpauthd -t, then:"
 	@echo "    systemctl daemon-reload; systemctl enable --now" \
 	    "smtpauthd.socket smtpauthd-smtps.socket"
-	@echo "  or set disable = no in $(XINETDDIR)/smtpauthd and reload xinetd."
+	@if [ -e '$(DESTDIR)$(XINETDDIR)/smtpauthd' ]; then \
+	    echo "  or set disable = no in $(XINETDDIR)/smtpauthd and reload" \
+	        "xinetd."; fi
 
 # The units are not removed from under a running or enabled socket: that
 # would leave systemd serving connections with a program that is gone.

@@ -208,6 +208,8 @@ def test_install_and_uninstall_tree(tmp_path, name):
     before = live_state()
     out = install(dest, *lay.args())
     assert live_state() == before, "make install with DESTDIR touched /"
+    # The closing hint names xinetd only when its entry was installed.
+    assert "set disable = no in %s and reload" % lay.xinetd in out, out
 
     files, dirs = tree(dest)
     assert files == lay.files(), out
