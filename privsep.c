@@ -26,6 +26,10 @@
  *                  u32 clen, reason[rlen], canonical user[clen]
  *     SUBMIT reply u32 type=2, u32 code, u32 tlen, text[tlen]
  *
+ * The monitor runs each password check in a child of its own, killed with
+ * its children when it has not answered within `timeout`, so that a PAM
+ * stack that hangs answers 454 instead of holding the connection for ever.
+ *
  * The monitor checks every request again - lengths, characters, counts -
  * and the order: no SUBMIT before a successful AUTH, no AUTH after one, at
  * most max-auth-failures AUTHs, the RCPTs of a SUBMIT and nothing else.
@@ -328,6 +332,118 @@ monitor_refuse(const char *why)
 	exit(EX_SOFTWARE_);
 }
 
+#define AUTH_REASON_MAX	32
+
+/* What the backend's process tells the monitor. */
+struct auth_answer {
+	int32_t		 result;
+	char		 reason[AUTH_REASON_MAX];
+	char		 canon[AUTH_USER_MAX + 1];
+};
+
+/* In the backend's process: never returns. */
+static void __attribute__((noreturn))
+auth_child(struct monitor *m, int answer_fd, const char *mech,
+    const char *user, const char *pass)
+{
+	struct auth_answer	 a;
+	const char		*reason = "";
+	ssize_t			 n;
+
+	(void)setpgid(0, 0);
+	close(m->channel);
+	memset(&a, 0, sizeof(a));
+	a.result = auth_check(m->cf, mech, user, pass, m->peer, a.canon,
+	    sizeof(a.canon), &reason);
+	snprintf(a.reason, sizeof(a.reason), "%s", reason);
+	/* One write of less than PIPE_BUF: whole or not at all. */
+	do
+		n = write(answer_fd, &a, sizeof(a));
+	while (n == -1 && errno == EINTR);
+	_exit(n == (ssize_t)sizeof(a) ? 0 : EX_SOFTWARE_);
+}
+
+/*
+ * The backend runs in a process of its own, so that one that never
+ * answers (a PAM stack waiting on an LDAP server that is down) costs the
+ * client `timeout` seconds and a 454, not a connection that hangs for
+ * ever: that process and its children are then killed.
+ */
+static int
+auth_bounded(struct monitor *m, const char *mech, const char *user,
+    const char *pass, char *canon, size_t canonsize, const char **reason)
+{
+	static char		 reason_buf[AUTH_REASON_MAX];
+	struct auth_answer	 a;
+	struct pollfd		 pfd;
+	int64_t			 deadline, left;
+	ssize_t			 n = -1;
+	pid_t			 pid;
+	int			 fds[2], status;
+
+	*reason = "unavailable";
+	if (pipe2(fds, O_CLOEXEC) == -1) {
+		log_msg(LOG_ERR, "pipe: %s", strerror(errno));
+		return AUTH_TEMPFAIL;
+	}
+	if ((pid = fork()) == -1) {
+		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return AUTH_TEMPFAIL;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		auth_child(m, fds[1], mech, user, pass);
+	}
+	(void)setpgid(pid, pid);	/* before a kill can be needed */
+	close(fds[1]);
+	deadline = now_ms() + (int64_t)m->cf->timeout * 1000;
+	pfd.fd = fds[0];
+	pfd.events = POLLIN;
+	while ((left = deadline - now_ms()) > 0) {
+		int r = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+
+		if (r == -1 && errno != EINTR)
+			break;
+		if (r > 0) {
+			do
+				n = read(fds[0], &a, sizeof(a));
+			while (n == -1 && errno == EINTR);
+			break;
+		}
+	}
+	close(fds[0]);
+	if (n != (ssize_t)sizeof(a)) {
+		/* No answer: nothing of it may go on running. */
+		(void)kill(-pid, SIGKILL);
+		(void)kill(pid, SIGKILL);
+	}
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	if (left <= 0) {
+		log_msg(LOG_ERR, "monitor: authentication ip=%s took more than "
+		    "timeout (%llu s): stopped", m->peer,
+		    (unsigned long long)m->cf->timeout);
+		*reason = "timeout";
+		return AUTH_TEMPFAIL;
+	}
+	if (n != (ssize_t)sizeof(a) || a.result < AUTH_OK ||
+	    a.result > AUTH_TEMPFAIL ||
+	    memchr(a.reason, '\0', sizeof(a.reason)) == NULL ||
+	    memchr(a.canon, '\0', sizeof(a.canon)) == NULL ||
+	    strlen(a.canon) >= canonsize) {
+		log_msg(LOG_ERR, "monitor: authentication ip=%s: no answer "
+		    "from its process", m->peer);
+		explicit_bzero(&a, sizeof(a));
+		return AUTH_TEMPFAIL;
+	}
+	memcpy(reason_buf, a.reason, sizeof(reason_buf));
+	*reason = reason_buf;
+	memcpy(canon, a.canon, strlen(a.canon) + 1);
+	return a.result;
+}
+
 static int
 monitor_auth(struct monitor *m, struct packet *p)
 {
@@ -353,8 +469,8 @@ monitor_auth(struct monitor *m, struct packet *p)
 		monitor_refuse("malformed AUTH");
 	}
 	started = now_ms();
-	result = auth_check(m->cf, mech == MECH_LOGIN ? "LOGIN" : "PLAIN",
-	    user, pass, m->peer, canon, sizeof(canon), &reason);
+	result = auth_bounded(m, mech == MECH_LOGIN ? "LOGIN" : "PLAIN",
+	    user, pass, canon, sizeof(canon), &reason);
 	explicit_bzero(pass, sizeof(pass));
 	/* Here too, so that a subverted session cannot guess faster. */
 	if (result != AUTH_OK)

@@ -10,12 +10,14 @@
  * and returns PAM_IGNORE, or the code named by "ret=" (success, auth_err,
  * authinfo_unavail, user_unknown, acct_expired, perm_denied, system_err,
  * new_authtok_reqd, maxtries, cred_insufficient) so that tests can make the
- * backend fail in a chosen way.
+ * backend fail in a chosen way.  "hang=PIDFILE" makes it write its pid
+ * there and never return, as a module waiting on a server that is down.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -49,10 +51,28 @@ item(pam_handle_t *pamh, int type)
 	return v;
 }
 
+static void
+hang(const char *pidfile)
+{
+	char pid[32];
+	int fd, len;
+
+	len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	fd = open(pidfile, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0666);
+	if (fd != -1) {
+		if (write(fd, pid, (size_t)len) < 0) {
+			/* the test finds no pid and fails */
+		}
+		close(fd);
+	}
+	for (;;)
+		pause();
+}
+
 static int
 record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 {
-	const char *file = NULL;
+	const char *file = NULL, *hang_pidfile = NULL;
 	int ret = PAM_IGNORE;
 	char line[2048];
 	int fd, i, len;
@@ -61,6 +81,8 @@ record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 	for (i = 0; i < argc; i++) {
 		if (strncmp(argv[i], "file=", 5) == 0)
 			file = argv[i] + 5;
+		else if (strncmp(argv[i], "hang=", 5) == 0)
+			hang_pidfile = argv[i] + 5;
 		else if (strncmp(argv[i], "ret=", 4) == 0)
 			for (k = 0; k < sizeof codes / sizeof codes[0]; k++)
 				if (strcmp(argv[i] + 4, codes[k].name) == 0)
@@ -82,6 +104,8 @@ record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 		}
 		close(fd);
 	}
+	if (hang_pidfile != NULL)
+		hang(hang_pidfile);
 	return ret;
 }
 

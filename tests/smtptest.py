@@ -648,8 +648,9 @@ class Env:
         return self.write("passwd", "\n".join(lines) + "\n", 0o600)
 
     def use_pam(self, users=None, auth_ret=None, acct_ret=None,
-                service="smtpauthd-test"):
-        """Authenticate through PAM: pam_wrapper + pam_counter + pam_matrix."""
+                service="smtpauthd-test", auth_args=""):
+        """Authenticate through PAM: pam_wrapper + pam_counter + pam_matrix.
+        auth_args: more arguments for pam_counter's auth line."""
         if not (PAM_MATRIX and LIBPAM_WRAPPER):
             import pytest
             pytest.skip("pam_wrapper/pam_matrix not installed (libpam-wrapper)")
@@ -669,6 +670,7 @@ class Env:
         os.chmod(count, 0o666)
         self.chown(count)
         a = " ret=%s" % auth_ret if auth_ret else ""
+        a += " " + auth_args if auth_args else ""
         c = " ret=%s" % acct_ret if acct_ret else ""
         with open(os.path.join(svcdir, service), "w") as f:
             f.write("auth required %s file=%s%s\n" % (self.stage.counter, count, a))

@@ -2,6 +2,8 @@
 authzid and username rules, failure limits and delays, PAM results; the
 number of real backend calls is counted by pam_counter.so."""
 
+import os
+import re
 import time
 
 import pytest
@@ -451,6 +453,35 @@ def test_pam_unavailable_454(env, ret):
     check(c.mail("alice@example.org"), 530, "5.7.0")
     f = auth_failed(c.log)
     assert len(f) == 1 and f[0]["reason"] == "unavailable", c.log
+
+
+def test_pam_that_never_answers_is_stopped(env):
+    """A PAM stack that never answers (a module waiting on an LDAP server
+    that is down) costs the client `timeout` seconds and a 454, not a
+    connection that hangs: the process running it is killed, the monitor
+    logs why, the failure counts, and the session goes on."""
+    pidfile = os.path.join(env.dir, "hang.pid")
+    env.write("hang.pid", "", mode=0o666)
+    env.use_pam(auth_args="hang=" + pidfile)
+    c = env.start(timeout=2, max_auth_failures=2)
+    c.ehlo()
+    check(c.auth_plain("alice", ALICE), 454, "4.7.0")
+    with open(pidfile) as f:
+        hung = int(f.read())
+    deadline = time.monotonic() + 5
+    while os.path.exists("/proc/%d" % hung) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists("/proc/%d" % hung), "the PAM process lives on"
+    assert re.search(r"monitor: authentication ip=%s took more than "
+                     r"timeout \(2 s\): stopped" % re.escape(PEER), c.log), c.log
+    f = auth_failed(c.log)
+    assert len(f) == 1 and f[0]["reason"] == "timeout", c.log
+    check(c.cmd("NOOP"), 250)
+    # The second failure is the last one allowed.
+    check(c.auth_plain("alice", ALICE), 421, "4.7.0")
+    assert c.closed()
+    assert env.backend_calls() == 2
+    env.no_calls()
 
 
 @pytest.mark.parametrize("ret", ["auth_err", "user_unknown", "maxtries",
