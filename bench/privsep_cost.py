@@ -1,15 +1,18 @@
 #!/usr/bin/python3
 """privsep_cost.py - what privilege separation costs per connection.
 
-Two builds from the same sources: "privsep" (the program: a monitor and a
-confined session per connection) and "single" (-DBENCH_SINGLE_PROCESS: the
-whole connection in one process, as before the split).  Each serves on
+Three builds from the same sources: "privsep" (the program: a monitor and a
+confined session per connection, the password check in a child of the
+monitor), "auth-inline" (-DBENCH_AUTH_INLINE: the check in the monitor
+itself, with no bound on its time) and "single" (-DBENCH_SINGLE_PROCESS:
+the whole connection in one process, as before the split).  Each serves on
 loopback through systemd-socket-activate, auth file, a sendmail that only
 reads its input.  N rounds; each round times one connection to each build,
 alternating, so that drift on a busy machine hits both alike:
   greeting   connect, 220, EHLO, QUIT
   message    connect, EHLO, AUTH PLAIN, MAIL, RCPT, DATA (1 KiB), QUIT
-Prints p50 and p99 in milliseconds and the ratio privsep/single of p50.
+Prints p50 and p99 in milliseconds and the ratios of p50: privsep/single
+and privsep/auth-inline.
 Run as root it includes the user switch and chroot; otherwise not.
 """
 import base64
@@ -25,6 +28,7 @@ from benchlib import pct, read_reply, serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N = int(os.environ.get("N", "300"))
+VARIANTS = ("single", "auth-inline", "privsep")
 
 
 def greeting(port, user, password):
@@ -80,7 +84,7 @@ def main():
                  f"{tmp}/passwd\nauth-require-tls no\nsendmail "
                  f"{tmp}/sendmail\n")
     servers = {v: serve(os.path.join(HERE, "build", f"smtpauthd-{v}"), conf)
-               for v in ("privsep", "single")}
+               for v in VARIANTS}
     try:
         times = {(v, k): [] for v in servers for k in ("greeting", "message")}
         for _ in range(N):
@@ -95,13 +99,16 @@ def main():
             proc.terminate()
             proc.wait()
     print(f"per connection, {N} each, {'as root' if root else 'not root'} "
-          "(ms; ratio = privsep p50 / single p50)")
+          "(ms; ratios of p50)")
     for kind in ("greeting", "message"):
-        for v in ("single", "privsep"):
+        for v in VARIANTS:
             t = times[(v, kind)]
-            print(f"  {kind:8} {v:8} p50 {pct(t, 50):7.2f}  "
+            print(f"  {kind:8} {v:11} p50 {pct(t, 50):7.2f}  "
                   f"p99 {pct(t, 99):7.2f}")
-        print(f"  {kind:8} ratio    {pct(times[('privsep', kind)], 50) / pct(times[('single', kind)], 50):.2f}")
+        p50 = {v: pct(times[(v, kind)], 50) for v in VARIANTS}
+        print(f"  {kind:8} privsep/single {p50['privsep'] / p50['single']:.2f}"
+              f"  privsep/auth-inline "
+              f"{p50['privsep'] / p50['auth-inline']:.2f}")
     return 0
 
 
