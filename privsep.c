@@ -41,6 +41,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -341,15 +342,35 @@ struct auth_answer {
 	char		 canon[AUTH_USER_MAX + 1];
 };
 
+/* The process group of the password check running now, or 0. */
+static volatile sig_atomic_t	 auth_group;
+
+/* A monitor told to stop takes the check it runs with it. */
+static void
+monitor_stop_signal(int sig)
+{
+	if (auth_group > 0)
+		(void)kill(-(pid_t)auth_group, SIGKILL);
+	(void)raise(sig);	/* SA_RESETHAND: the default action now */
+}
+
 /* In the backend's process: never returns. */
 static void __attribute__((noreturn))
-auth_child(struct monitor *m, int answer_fd, const char *mech,
-    const char *user, const char *pass)
+auth_child(struct monitor *m, pid_t monitor_pid, int answer_fd,
+    const char *mech, const char *user, const char *pass)
 {
 	struct auth_answer	 a;
 	const char		*reason = "";
 	ssize_t			 n;
 
+	/* Not left running as root with a password if the monitor dies. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1 ||
+	    getppid() != monitor_pid)
+		_exit(EX_SOFTWARE_);
+	if (signal(SIGTERM, SIG_DFL) == SIG_ERR ||
+	    signal(SIGHUP, SIG_DFL) == SIG_ERR ||
+	    signal(SIGINT, SIG_DFL) == SIG_ERR)
+		_exit(EX_SOFTWARE_);
 	(void)setpgid(0, 0);
 	close(m->channel);
 	memset(&a, 0, sizeof(a));
@@ -363,11 +384,27 @@ auth_child(struct monitor *m, int answer_fd, const char *mech,
 	_exit(n == (ssize_t)sizeof(a) ? 0 : EX_SOFTWARE_);
 }
 
+/* 1: the whole answer; 0: not yet; -1: there will be none. */
+static int
+auth_read_answer(int fd, struct auth_answer *a)
+{
+	ssize_t	 n;
+
+	n = read(fd, a, sizeof(*a));
+	if (n == (ssize_t)sizeof(*a))
+		return 1;
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	return -1;
+}
+
 /*
  * The backend runs in a process of its own, so that one that never
  * answers (a PAM stack waiting on an LDAP server that is down) costs the
  * client `timeout` seconds and a 454, not a connection that hangs for
- * ever: that process and its children are then killed.
+ * ever.  Whatever it leaves in its process group - all of it when it
+ * has not answered in time - is killed: nothing it started outlives the
+ * check.  (A process that leaves the group with setsid() escapes that.)
  */
 static int
 auth_bounded(struct monitor *m, const char *mech, const char *user,
@@ -375,11 +412,10 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 {
 	static char		 reason_buf[AUTH_REASON_MAX];
 	struct auth_answer	 a;
-	struct pollfd		 pfd;
+	struct pollfd		 pfd[2];
 	int64_t			 deadline, left;
-	ssize_t			 n = -1;
-	pid_t			 pid;
-	int			 fds[2], status;
+	pid_t			 monitor_pid = getpid(), pid;
+	int			 fds[2], pidfd, got = 0, exited = 0, status;
 
 	*reason = "unavailable";
 	if (pipe2(fds, O_CLOEXEC) == -1) {
@@ -394,42 +430,52 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		auth_child(m, fds[1], mech, user, pass);
+		auth_child(m, monitor_pid, fds[1], mech, user, pass);
 	}
 	(void)setpgid(pid, pid);	/* before a kill can be needed */
+	auth_group = pid;
 	close(fds[1]);
+	(void)fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	/* Its end, too: a child it forked may hold the pipe open. */
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	deadline = now_ms() + (int64_t)m->cf->timeout * 1000;
-	pfd.fd = fds[0];
-	pfd.events = POLLIN;
-	while ((left = deadline - now_ms()) > 0) {
-		int r = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
-
-		if (r == -1 && errno != EINTR)
+	memset(&a, 0, sizeof(a));
+	for (;;) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			exited = 1;
+		if ((got = auth_read_answer(fds[0], &a)) != 0 || exited)
 			break;
-		if (r > 0) {
-			do
-				n = read(fds[0], &a, sizeof(a));
-			while (n == -1 && errno == EINTR);
+		if ((left = deadline - now_ms()) <= 0)
 			break;
-		}
+		pfd[0].fd = fds[0];
+		pfd[0].events = POLLIN;
+		pfd[1].fd = pidfd;
+		pfd[1].events = POLLIN;
+		(void)poll(pfd, pidfd != -1 ? 2 : 1, pidfd != -1 ?
+		    (left > 60000 ? 60000 : (int)left) :
+		    (left > 50 ? 50 : (int)left));
 	}
 	close(fds[0]);
-	if (n != (ssize_t)sizeof(a)) {
-		/* No answer: nothing of it may go on running. */
-		(void)kill(-pid, SIGKILL);
-		(void)kill(pid, SIGKILL);
+	if (pidfd != -1)
+		close(pidfd);
+	if (!exited) {
+		/* Answered, it is on its way out; if not, it is stopped. */
+		if (got != 1)
+			(void)kill(pid, SIGKILL);
+		while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+			;
 	}
-	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
-		;
-	if (left <= 0) {
+	/* The group outlives its leader while a member lives: its id too. */
+	(void)kill(-pid, SIGKILL);
+	auth_group = 0;
+	if (got == 0 && !exited) {
 		log_msg(LOG_ERR, "monitor: authentication ip=%s took more than "
 		    "timeout (%llu s): stopped", m->peer,
 		    (unsigned long long)m->cf->timeout);
 		*reason = "timeout";
 		return AUTH_TEMPFAIL;
 	}
-	if (n != (ssize_t)sizeof(a) || a.result < AUTH_OK ||
-	    a.result > AUTH_TEMPFAIL ||
+	if (got != 1 || a.result < AUTH_OK || a.result > AUTH_TEMPFAIL ||
 	    memchr(a.reason, '\0', sizeof(a.reason)) == NULL ||
 	    memchr(a.canon, '\0', sizeof(a.canon)) == NULL ||
 	    strlen(a.canon) >= canonsize) {
@@ -796,6 +842,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	struct passwd	*pw = NULL, pwcopy;
 	struct monitor	 m;
 	struct packet	 ready;
+	struct sigaction	 stop;
 	int		 sv[2], status, devnull;
 	pid_t		 pid, monitor_pid;
 
@@ -845,6 +892,14 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 
 	/* The monitor: no network, only the channel. */
 	close(sv[1]);
+	memset(&stop, 0, sizeof(stop));
+	stop.sa_handler = monitor_stop_signal;
+	stop.sa_flags = SA_RESETHAND;
+	if (sigemptyset(&stop.sa_mask) == -1 ||
+	    sigaction(SIGTERM, &stop, NULL) == -1 ||
+	    sigaction(SIGHUP, &stop, NULL) == -1 ||
+	    sigaction(SIGINT, &stop, NULL) == -1)
+		fatal("sigaction");
 	if ((devnull = open("/dev/null", O_RDWR)) == -1 ||
 	    dup2(devnull, 0) == -1 || dup2(devnull, 1) == -1)
 		fatal("/dev/null");

@@ -10,8 +10,10 @@
  * and returns PAM_IGNORE, or the code named by "ret=" (success, auth_err,
  * authinfo_unavail, user_unknown, acct_expired, perm_denied, system_err,
  * new_authtok_reqd, maxtries, cred_insufficient) so that tests can make the
- * backend fail in a chosen way.  "hang=PIDFILE" makes it write its pid
- * there and never return, as a module waiting on a server that is down.
+ * backend fail in a chosen way.  "hang=PIDFILE" makes it fork a helper
+ * that never ends, write both pids there ("PID HELPER") and never return,
+ * as a module waiting on a server that is down; "helper=PIDFILE" leaves
+ * such a helper behind (its pid written there) and returns as usual.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -51,28 +53,33 @@ item(pam_handle_t *pamh, int type)
 	return v;
 }
 
+/* Forks a process that pauses for ever; writes "PID HELPER" to pidfile. */
 static void
-hang(const char *pidfile)
+leave_helper(const char *pidfile)
 {
-	char pid[32];
+	char pids[64];
+	pid_t helper;
 	int fd, len;
 
-	len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	helper = fork();
+	if (helper == 0)
+		for (;;)
+			pause();
+	len = snprintf(pids, sizeof pids, "%ld %ld\n", (long)getpid(),
+	    (long)helper);
 	fd = open(pidfile, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0666);
 	if (fd != -1) {
-		if (write(fd, pid, (size_t)len) < 0) {
-			/* the test finds no pid and fails */
+		if (write(fd, pids, (size_t)len) < 0) {
+			/* the test finds no pids and fails */
 		}
 		close(fd);
 	}
-	for (;;)
-		pause();
 }
 
 static int
 record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 {
-	const char *file = NULL, *hang_pidfile = NULL;
+	const char *file = NULL, *hang_pidfile = NULL, *helper_pidfile = NULL;
 	int ret = PAM_IGNORE;
 	char line[2048];
 	int fd, i, len;
@@ -83,6 +90,8 @@ record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 			file = argv[i] + 5;
 		else if (strncmp(argv[i], "hang=", 5) == 0)
 			hang_pidfile = argv[i] + 5;
+		else if (strncmp(argv[i], "helper=", 7) == 0)
+			helper_pidfile = argv[i] + 7;
 		else if (strncmp(argv[i], "ret=", 4) == 0)
 			for (k = 0; k < sizeof codes / sizeof codes[0]; k++)
 				if (strcmp(argv[i] + 4, codes[k].name) == 0)
@@ -104,8 +113,13 @@ record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 		}
 		close(fd);
 	}
-	if (hang_pidfile != NULL)
-		hang(hang_pidfile);
+	if (helper_pidfile != NULL)
+		leave_helper(helper_pidfile);
+	if (hang_pidfile != NULL) {
+		leave_helper(hang_pidfile);
+		for (;;)
+			pause();
+	}
 	return ret;
 }
 

@@ -4,6 +4,7 @@ number of real backend calls is counted by pam_counter.so."""
 
 import os
 import re
+import signal
 import time
 
 import pytest
@@ -455,23 +456,51 @@ def test_pam_unavailable_454(env, ret):
     assert len(f) == 1 and f[0]["reason"] == "unavailable", c.log
 
 
+def pam_pids(path, timeout=15):
+    """The pids pam_counter wrote (the PAM process, its helper)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            text = f.read()
+        if text.endswith("\n"):
+            return [int(x) for x in text.split()]
+        time.sleep(0.02)
+    raise AssertionError("pam_counter wrote no pids to " + path)
+
+
+def gone(pids, timeout=5):
+    """Each pid has ended, or is a zombie (left to its parent or init)."""
+    def alive(pid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not any(alive(p) for p in pids)
+
+
+def hang_env(env, arg):
+    pidfile = env.write("pam.pids", "", mode=0o666)
+    env.use_pam(auth_args="%s=%s" % (arg, pidfile))
+    return pidfile
+
+
 def test_pam_that_never_answers_is_stopped(env):
     """A PAM stack that never answers (a module waiting on an LDAP server
     that is down) costs the client `timeout` seconds and a 454, not a
-    connection that hangs: the process running it is killed, the monitor
-    logs why, the failure counts, and the session goes on."""
-    pidfile = os.path.join(env.dir, "hang.pid")
-    env.write("hang.pid", "", mode=0o666)
-    env.use_pam(auth_args="hang=" + pidfile)
+    connection that hangs: the process running it is killed with the
+    helper it forked, the monitor logs why, the failure counts, and the
+    session goes on."""
+    pidfile = hang_env(env, "hang")
     c = env.start(timeout=2, max_auth_failures=2)
     c.ehlo()
     check(c.auth_plain("alice", ALICE), 454, "4.7.0")
-    with open(pidfile) as f:
-        hung = int(f.read())
-    deadline = time.monotonic() + 5
-    while os.path.exists("/proc/%d" % hung) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not os.path.exists("/proc/%d" % hung), "the PAM process lives on"
+    pids = pam_pids(pidfile)
+    assert len(pids) == 2 and c.proc.pid not in pids, pids
+    assert gone(pids), "the PAM process or its helper lives on: %r" % pids
     assert re.search(r"monitor: authentication ip=%s took more than "
                      r"timeout \(2 s\): stopped" % re.escape(PEER), c.log), c.log
     f = auth_failed(c.log)
@@ -481,6 +510,34 @@ def test_pam_that_never_answers_is_stopped(env):
     check(c.auth_plain("alice", ALICE), 421, "4.7.0")
     assert c.closed()
     assert env.backend_calls() == 2
+    env.no_calls()
+
+
+def test_pam_helper_does_not_outlive_the_check(env):
+    """A module that leaves a process behind and answers: the login works,
+    and the process is killed with the check's process group."""
+    pidfile = hang_env(env, "helper")
+    c = env.start()
+    c.ehlo()
+    check(c.auth_plain("alice", ALICE), 235, "2.7.0")
+    pids = pam_pids(pidfile)
+    assert gone(pids[1:]), "the helper outlived the check: %r" % pids
+    check(c.transaction(), 250)
+    assert len(env.calls()) == 1
+
+
+def test_monitor_stopped_during_a_hung_check(env):
+    """SIGTERM to the monitor (systemd stopping the unit) while a check
+    hangs: the check and its helper go with it."""
+    pidfile = hang_env(env, "hang")
+    c = env.start(timeout=60)
+    c.ehlo()
+    c.send("AUTH PLAIN %s\r\n" % plain_blob("alice", ALICE))
+    pids = pam_pids(pidfile)
+    assert gone(pids, timeout=0.5) is False, "the check ended by itself"
+    os.kill(c.proc.pid, signal.SIGTERM)
+    assert c.proc.wait(15) == -signal.SIGTERM
+    assert gone(pids), "the check outlived its monitor: %r" % pids
     env.no_calls()
 
 

@@ -222,10 +222,13 @@ def test_every_log_line_documented():
     assert not missing, "log lines not in LOG MESSAGES:\n" + "\n".join(missing)
 
 
-def test_fail2ban_filter_in_page_matches_a_real_line():
+def test_fail2ban_filter_in_page_matches_a_real_line(tmp_path):
     """The failregex the page gives matches the auth failed line the real
-    binary writes, and takes the client's address from its ip= field, and
-    does not match a PAM line that quotes such a line."""
+    binary writes for a wrong login, and takes the client's address from
+    its ip= field; it does not match the line for a password check that
+    could not be made (reason=unavailable: banning users while LDAP is
+    down), nor the same for a check that timed out, nor a PAM line that
+    quotes an auth failed line."""
     src = read(PAGE8)
     m = re.search(r"^failregex = (.*)$", src, re.M)
     assert m, "no failregex in smtpauthd(8)"
@@ -233,22 +236,36 @@ def test_fail2ban_filter_in_page_matches_a_real_line():
     assert regex.startswith("^%(__prefix_line)s") and regex.endswith("$")
     regex = "^" + regex[len("^%(__prefix_line)s"):].replace(
         "<HOST>", r"(?P<host>\S+)")
-    env = dict(os.environ, REMOTE_ADDR="192.0.2.77")
-    auth = "AGFsaWNlAHdyb25n"          # \0alice\0wrong
-    r = subprocess.run(
-        [smtptest.BINARY, "-d", "-f", "/dev/null", "-o", "auth=file",
-         "-o", "passwd-file=/nonexistent/passwd", "-o",
-         "auth-require-tls=no", "-o", "auth-failure-delay=0",
-         # as root the session needs an existing account, as in smtptest
-         "-o", "privsep-user=nobody"],
-        input=("EHLO x\r\nAUTH PLAIN %s\r\nQUIT\r\n" % auth).encode(),
-        capture_output=True, env=env, timeout=30)
-    lines = [re.sub(r"^smtpauthd\[\d+\]: ", "", line)
-             for line in r.stderr.decode().splitlines()]
-    failed = [line for line in lines if line.startswith("auth failed ")]
-    assert failed, "no auth failed line in:\n%s" % r.stderr.decode()
-    hit = re.match(regex, failed[0])
-    assert hit and hit.group("host") == "192.0.2.77", (regex, failed[0])
+    passwd = tmp_path / "passwd"        # no alice in it
+    passwd.write_text("bob:$6$salt$hash\n")
+    os.chmod(passwd, 0o600)
+
+    def failed_line(passwd_file):
+        env = dict(os.environ, REMOTE_ADDR="192.0.2.77")
+        auth = "AGFsaWNlAHdyb25n"          # \0alice\0wrong
+        r = subprocess.run(
+            [smtptest.BINARY, "-d", "-f", "/dev/null", "-o", "auth=file",
+             "-o", "passwd-file=" + passwd_file, "-o",
+             "auth-require-tls=no", "-o", "auth-failure-delay=0",
+             # as root the session needs an existing account, as in smtptest
+             "-o", "privsep-user=nobody"],
+            input=("EHLO x\r\nAUTH PLAIN %s\r\nQUIT\r\n" % auth).encode(),
+            capture_output=True, env=env, timeout=30)
+        lines = [re.sub(r"^smtpauthd(?:-asan)?\[\d+\]: ", "", line)
+                 for line in r.stderr.decode().splitlines()]
+        failed = [line for line in lines if line.startswith("auth failed ")]
+        assert len(failed) == 1, r.stderr.decode()
+        return failed[0]
+
+    wrong = failed_line(str(passwd))
+    assert "reason=unknown-user" in wrong, wrong
+    hit = re.match(regex, wrong)
+    assert hit and hit.group("host") == "192.0.2.77", (regex, wrong)
+    unavailable = failed_line("/nonexistent/passwd")
+    assert "reason=unavailable" in unavailable, unavailable
+    assert not re.match(regex, unavailable), (regex, unavailable)
+    timed_out = unavailable.replace("reason=unavailable", "reason=timeout")
+    assert not re.match(regex, timed_out), (regex, timed_out)
     forged = ("pam_x(smtpauthd:auth): said: auth failed user=x mech=PLAIN "
               "ip=198.51.100.1 reason=credentials tls=none")
     assert not re.match(regex, forged)

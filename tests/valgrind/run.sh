@@ -34,7 +34,10 @@ mkdir "$stage/logs"
 chmod 1777 "$stage/logs"
 cp smtpauthd "$stage/smtpauthd"
 chmod 755 "$stage/smtpauthd"
+cp tests/valgrind/pam_wrapper.supp "$stage/pam_wrapper.supp"
+chmod 644 "$stage/pam_wrapper.supp"
 sed -e "s|@BINARY@|$stage/smtpauthd|" -e "s|@LOGDIR@|$stage/logs|" \
+    -e "s|@SUPPRESSIONS@|$stage/pam_wrapper.supp|" \
     tests/valgrind/smtpauthd-valgrind.in >"$stage/smtpauthd-valgrind"
 chmod 755 "$stage/smtpauthd-valgrind"
 
