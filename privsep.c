@@ -220,7 +220,8 @@ static void __attribute__((noreturn))
 monitor_gone(void)
 {
 	log_msg(LOG_ERR, "session: the monitor is gone");
-	exit(EX_SOFTWARE_);
+	/* No exit handlers: LeakSanitizer's cannot run once confined. */
+	_exit(EX_SOFTWARE_);
 }
 
 static int
@@ -356,8 +357,8 @@ monitor_stop_signal(int sig)
 
 /* In the backend's process: never returns. */
 static void __attribute__((noreturn))
-auth_child(struct monitor *m, pid_t monitor_pid, int answer_fd,
-    const char *mech, const char *user, const char *pass)
+auth_child(struct monitor *m, pid_t monitor_pid, const sigset_t *mask,
+    int answer_fd, const char *mech, const char *user, const char *pass)
 {
 	struct auth_answer	 a;
 	const char		*reason = "";
@@ -369,7 +370,8 @@ auth_child(struct monitor *m, pid_t monitor_pid, int answer_fd,
 		_exit(EX_SOFTWARE_);
 	if (signal(SIGTERM, SIG_DFL) == SIG_ERR ||
 	    signal(SIGHUP, SIG_DFL) == SIG_ERR ||
-	    signal(SIGINT, SIG_DFL) == SIG_ERR)
+	    signal(SIGINT, SIG_DFL) == SIG_ERR ||
+	    sigprocmask(SIG_SETMASK, mask, NULL) == -1)
 		_exit(EX_SOFTWARE_);
 	(void)setpgid(0, 0);
 	close(m->channel);
@@ -413,27 +415,36 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	static char		 reason_buf[AUTH_REASON_MAX];
 	struct auth_answer	 a;
 	struct pollfd		 pfd[2];
+	siginfo_t		 si;
+	sigset_t		 stops, saved;
 	int64_t			 deadline, left;
 	pid_t			 monitor_pid = getpid(), pid;
-	int			 fds[2], pidfd, got = 0, exited = 0, status;
+	int			 fds[2], pidfd, got = 0, exited = 0, status, r;
 
 	*reason = "unavailable";
 	if (pipe2(fds, O_CLOEXEC) == -1) {
 		log_msg(LOG_ERR, "pipe: %s", strerror(errno));
 		return AUTH_TEMPFAIL;
 	}
+	/* A stop signal waits until auth_group names the child. */
+	if (sigemptyset(&stops) == -1 || sigaddset(&stops, SIGTERM) == -1 ||
+	    sigaddset(&stops, SIGHUP) == -1 || sigaddset(&stops, SIGINT) == -1 ||
+	    sigprocmask(SIG_BLOCK, &stops, &saved) == -1)
+		fatal("sigprocmask");
 	if ((pid = fork()) == -1) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		(void)sigprocmask(SIG_SETMASK, &saved, NULL);
 		close(fds[0]);
 		close(fds[1]);
 		return AUTH_TEMPFAIL;
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		auth_child(m, monitor_pid, fds[1], mech, user, pass);
+		auth_child(m, monitor_pid, &saved, fds[1], mech, user, pass);
 	}
 	(void)setpgid(pid, pid);	/* before a kill can be needed */
 	auth_group = pid;
+	(void)sigprocmask(SIG_SETMASK, &saved, NULL);
 	close(fds[1]);
 	(void)fcntl(fds[0], F_SETFL, O_NONBLOCK);
 	/* Its end, too: a child it forked may hold the pipe open. */
@@ -441,7 +452,10 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	deadline = now_ms() + (int64_t)m->cf->timeout * 1000;
 	memset(&a, 0, sizeof(a));
 	for (;;) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
+		/* Ended, but not reaped: its group id cannot be reused yet. */
+		memset(&si, 0, sizeof(si));
+		r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
+		if ((r == 0 && si.si_pid == pid) || (r == -1 && errno != EINTR))
 			exited = 1;
 		if ((got = auth_read_answer(fds[0], &a)) != 0 || exited)
 			break;
@@ -462,12 +476,15 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 		/* Answered, it is on its way out; if not, it is stopped. */
 		if (got != 1)
 			(void)kill(pid, SIGKILL);
-		while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) == -1 &&
+		    errno == EINTR)
 			;
 	}
-	/* The group outlives its leader while a member lives: its id too. */
+	/* Whatever it left in its group goes too, before the id is free. */
 	(void)kill(-pid, SIGKILL);
 	auth_group = 0;
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
 	if (got == 0 && !exited) {
 		log_msg(LOG_ERR, "monitor: authentication ip=%s took more than "
 		    "timeout (%llu s): stopped", m->peer,
