@@ -346,6 +346,23 @@ struct auth_answer {
 /* The process group of the password check running now, or 0. */
 static volatile sig_atomic_t	 auth_group;
 
+/* What stops a monitor (systemd, xinetd, a terminal). */
+static const int stop_signals[] = { SIGTERM, SIGHUP, SIGINT };
+#define NSTOPS	(sizeof(stop_signals) / sizeof(stop_signals[0]))
+
+/* The stop signals as a set, for sigprocmask(2). */
+static void
+stop_signal_set(sigset_t *set)
+{
+	size_t	 i;
+
+	if (sigemptyset(set) == -1)
+		fatal("sigemptyset");
+	for (i = 0; i < NSTOPS; i++)
+		if (sigaddset(set, stop_signals[i]) == -1)
+			fatal("sigaddset");
+}
+
 /* A monitor told to stop takes the check it runs with it. */
 static void
 monitor_stop_signal(int sig)
@@ -363,15 +380,16 @@ auth_child(struct monitor *m, pid_t monitor_pid, const sigset_t *mask,
 	struct auth_answer	 a;
 	const char		*reason = "";
 	ssize_t			 n;
+	size_t			 i;
 
 	/* Not left running as root with a password if the monitor dies. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1 ||
 	    getppid() != monitor_pid)
 		_exit(EX_SOFTWARE_);
-	if (signal(SIGTERM, SIG_DFL) == SIG_ERR ||
-	    signal(SIGHUP, SIG_DFL) == SIG_ERR ||
-	    signal(SIGINT, SIG_DFL) == SIG_ERR ||
-	    sigprocmask(SIG_SETMASK, mask, NULL) == -1)
+	for (i = 0; i < NSTOPS; i++)
+		if (signal(stop_signals[i], SIG_DFL) == SIG_ERR)
+			_exit(EX_SOFTWARE_);
+	if (sigprocmask(SIG_SETMASK, mask, NULL) == -1)
 		_exit(EX_SOFTWARE_);
 	(void)setpgid(0, 0);
 	close(m->channel);
@@ -427,9 +445,8 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 		return AUTH_TEMPFAIL;
 	}
 	/* A stop signal waits until auth_group names the child. */
-	if (sigemptyset(&stops) == -1 || sigaddset(&stops, SIGTERM) == -1 ||
-	    sigaddset(&stops, SIGHUP) == -1 || sigaddset(&stops, SIGINT) == -1 ||
-	    sigprocmask(SIG_BLOCK, &stops, &saved) == -1)
+	stop_signal_set(&stops);
+	if (sigprocmask(SIG_BLOCK, &stops, &saved) == -1)
 		fatal("sigprocmask");
 	if ((pid = fork()) == -1) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
@@ -859,7 +876,8 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	struct passwd	*pw = NULL, pwcopy;
 	struct monitor	 m;
 	struct packet	 ready;
-	struct sigaction	 stop;
+	struct sigaction stop;
+	size_t		 i;
 	int		 sv[2], status, devnull;
 	pid_t		 pid, monitor_pid;
 
@@ -912,11 +930,11 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	memset(&stop, 0, sizeof(stop));
 	stop.sa_handler = monitor_stop_signal;
 	stop.sa_flags = SA_RESETHAND;
-	if (sigemptyset(&stop.sa_mask) == -1 ||
-	    sigaction(SIGTERM, &stop, NULL) == -1 ||
-	    sigaction(SIGHUP, &stop, NULL) == -1 ||
-	    sigaction(SIGINT, &stop, NULL) == -1)
-		fatal("sigaction");
+	if (sigemptyset(&stop.sa_mask) == -1)
+		fatal("sigemptyset");
+	for (i = 0; i < NSTOPS; i++)
+		if (sigaction(stop_signals[i], &stop, NULL) == -1)
+			fatal("sigaction");
 	if ((devnull = open("/dev/null", O_RDWR)) == -1 ||
 	    dup2(devnull, 0) == -1 || dup2(devnull, 1) == -1)
 		fatal("/dev/null");
