@@ -86,7 +86,12 @@ tests/capture-sendmail: tests/capture-sendmail.c
 tests/pam_counter.so: tests/pam_counter.c
 	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -o $@ $< -lpam
 
-check: all $(TEST_PROGS)
+# The packages come first (tools/packages, through tools/deps.sh): as root
+# on Debian the missing ones are installed, otherwise the apt-get line to
+# run is printed and nothing is built or tested.
+check:
+	sh tools/deps.sh build run test
+	$(MAKE) --no-print-directory all $(TEST_PROGS)
 	$(PYTHON) tests/run_checks.py
 
 bench: all
@@ -181,7 +186,7 @@ lint-scan-build:
 	scan-build --status-bugs -o build/scan-build $(MAKE) --no-print-directory lint-objs
 
 run:
-	sh tools/run.sh --deps
+	sh tools/deps.sh build run
 	$(MAKE) all
 	sh tools/run.sh
 

@@ -553,9 +553,20 @@ def split_received(message):
     return hdr, message[len(hdr):]
 
 
-DATE_RE = (r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?\d{1,2} "
-           r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
-           r"\d\d:\d\d(?::\d\d)? [+-]\d{4}(?: \([A-Za-z0-9+-]+\))?")
+# RFC 5322 3.3 date-time, the one matcher of every test that reads a date:
+#   [ [FWS] day-name "," ] [FWS] 1*2DIGIT FWS month FWS 4*DIGIT FWS
+#   2DIGIT ":" 2DIGIT [ ":" 2DIGIT ] FWS ("+" / "-") 4DIGIT [CFWS]
+# FWS is white space that may fold (a line break before it): Postfix
+# writes "Thu,  3 Dec 2026" (two spaces before a one-digit day), others
+# "Thu, 3 Dec" or "Thu, 03 Dec".  The comment is one level deep (the
+# "(UTC)" MTAs append), which is all that mail here carries.
+FWS_RE = r"(?:[ \t]*\r?\n)?[ \t]+"
+DATE_RE = (r"(?:(?:%(fws)s)?(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),)?"
+           r"(?:%(fws)s)?\d{1,2}%(fws)s"
+           r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)%(fws)s"
+           r"\d{4,}%(fws)s"
+           r"\d\d:\d\d(?::\d\d)?%(fws)s[+-]\d{4}"
+           r"(?:%(fws)s\([^()\\\r\n]*\))?" % {"fws": FWS_RE})
 
 
 def received_re(helo=r"[^\s()\\]+", ip=PEER, user="alice", rcpt=None,

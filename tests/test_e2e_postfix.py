@@ -291,6 +291,7 @@ class Postfix:
         self.accounts = accounts
         self.baseline = baseline        # queue files there before us
         self.run = run                  # what RUNFILE holds
+        self.before = set()             # queue files as the test began
 
     @staticmethod
     def postconf(*settings):
@@ -310,12 +311,15 @@ class Postfix:
         sh(POSTFIX, "stop", ok=None)
         wait_until(lambda: not postfix_running(), 30, 0.1, "postfix stop")
 
-    def new_queue_files(self, incomplete=True):
-        """The queue files made since the start; incomplete=False leaves
-        out maildrop files that are not owner-executable (a postdrop
-        still writing, or one that gave up: pickup ignores them)."""
+    def new_queue_files(self, incomplete=True, since=None):
+        """The queue files made since the module began (since=None) or
+        since the set of names since, taken by queue_files(): a test
+        counts the files made while it ran, so that a file another test
+        left cannot fail it.  incomplete=False leaves out maildrop files
+        that are not owner-executable (a postdrop still writing, or one
+        that gave up: pickup ignores them)."""
         out = []
-        for p in sorted(queue_files() - self.baseline):
+        for p in sorted(queue_files() - self.baseline - (since or set())):
             if not incomplete and p.startswith(MAILDROP + "/"):
                 try:
                     if not os.stat(p).st_mode & stat.S_IXUSR:
@@ -324,6 +328,10 @@ class Postfix:
                     continue
             out.append(p)
         return out
+
+    def made(self):
+        """The queue files made since the test began (pf fixture)."""
+        return self.new_queue_files(since=self.before)
 
     def settle(self, timeout=30):
         """Wait until every message we made has left the queue (delivered
@@ -404,11 +412,20 @@ def postfix():
 @pytest.fixture
 def pf(postfix):
     """The running Postfix, its queue empty of our messages before and
-    after each test."""
+    after each test.  pf.before: the queue files when the test began (what
+    pf.made() compares against).  A refused postdrop's incomplete maildrop
+    file that a test left (it failed before removing it) is removed after
+    it, so that it is not the next test's."""
     if not postfix_running():
         postfix.start()
     postfix.settle()
+    postfix.before = queue_files()
     yield postfix
+    complete = set(postfix.new_queue_files(False, since=postfix.before))
+    for p in postfix.new_queue_files(since=postfix.before):
+        if p.startswith(MAILDROP + "/") and p not in complete and \
+                is_run_queue_file(p, postfix.run):
+            remove_quietly(p)
     if not postfix_running():
         postfix.start()
     postfix.settle()
@@ -634,7 +651,7 @@ def test_local_login_sender_maps(env, pki, pf):
     check_trace(pf, msg, "s", addr("s"), qid, rcpt=addr("a"))
     # The refused submission left an incomplete (not owner-executable)
     # file in maildrop, which pickup ignores: not a message.
-    leftovers = [p for p in pf.new_queue_files() if p.startswith(MAILDROP + "/")]
+    leftovers = [p for p in pf.made() if p.startswith(MAILDROP + "/")]
     for p in leftovers:
         st = os.stat(p)
         assert st.st_uid == pf.accounts.uid("s"), (p, st)
@@ -663,7 +680,7 @@ def test_message_size_limit(env, pki, pf):
     assert sent.data == BUSY, sent
     assert re.search(r"sendmail: fatal: %s\(%d\): message file too big"
                      % (re.escape(addr("s")), pf.accounts.uid("s")), srv.log), srv.log
-    assert pf.new_queue_files() == [], pf.new_queue_files()
+    assert pf.made() == [], pf.made()
     none_for(pf, "as", msgid)
 
 
@@ -716,7 +733,7 @@ def test_postfix_stopped(env, pki, pf):
     try:
         sent = send(srv, pf, addr("s"), [addr("a"), addr("b")], message)
         queued_id(sent)
-        dropped = [p for p in pf.new_queue_files() if p.startswith(MAILDROP + "/")]
+        dropped = [p for p in pf.made() if p.startswith(MAILDROP + "/")]
         assert len(dropped) == 1, dropped
         # Just before the start: still stopped, the file still in maildrop
         # (complete: owner-executable; written by the user), in no mailbox.
@@ -761,7 +778,7 @@ def test_maildrop_not_writable(env, pki, pf):
             if p[1] == uid]
     e2e.kill_pids([p[0] for p in left])
     assert left == [], left
-    assert pf.new_queue_files() == [], pf.new_queue_files()
+    assert pf.made() == [], pf.made()
     none_for(pf, "ab", msgid)
     sent = send(srv, pf, addr("s"), rcpts, message)
     qid = queued_id(sent)

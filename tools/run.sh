@@ -4,13 +4,17 @@
 # user, you, and a random password that it prints.
 #
 #   sh tools/run.sh          set up run/ (once) and serve, until Ctrl-C
-#   sh tools/run.sh --deps   install the missing build packages (as root,
-#                            with apt-get) or print the command that would
+#   sh tools/run.sh --deps   install the missing packages to build and run
+#                            it (as root, with apt-get) or print the
+#                            command that would (tools/deps.sh build run)
 #
 # run/ holds passwd (user:hash, 0600), password (the clear text, 0600, so
 # that a later run can show it again), cert.pem and key.pem (self-signed,
 # for localhost), smtpauthd.conf and, without an MTA, mail/ (the messages
-# tools/run-sendmail kept).  rm -rf run/ starts afresh.
+# tools/run-sendmail kept).  rm -rf run/ starts afresh.  The MTA's
+# /usr/sbin/sendmail is used when there is one, tools/run-sendmail
+# otherwise; SENDMAIL=/path/to/sendmail, when run/ is set up, names another
+# (SENDMAIL=$PWD/tools/run-sendmail keeps the messages on a host with an MTA).
 #
 # AUTH is offered only inside TLS, as in production; the certificate is
 # self-signed, so clients must be told not to verify it (swaks does not).
@@ -26,68 +30,10 @@ die() {
 	exit 1
 }
 
-# ---- --deps: the packages needed to build and run ----
-
-# Is the Debian package $1 installed?  Elsewhere (no dpkg), look for a file
-# it would have provided, $2.
-have_pkg() {
-	if command -v dpkg-query >/dev/null 2>&1; then
-		dpkg-query -W -f '${Status}\n' "$1" 2>/dev/null |
-			grep -q 'install ok installed'
-	else
-		[ -e "$2" ] || command -v "$2" >/dev/null 2>&1
-	fi
-}
+# ---- --deps: the packages needed to build and run: tools/packages ----
 
 deps() {
-	missing=''
-	# package        file or command it provides
-	for pair in \
-		build-essential:cc \
-		libpam0g-dev:/usr/include/security/pam_appl.h \
-		libcrypt-dev:/usr/include/crypt.h \
-		libssl-dev:/usr/include/openssl/ssl.h \
-		libseccomp-dev:/usr/include/seccomp.h \
-		openssl:openssl \
-		pkg-config:pkg-config; do
-		pkg=${pair%%:*}
-		have_pkg "$pkg" "${pair#*:}" || missing="$missing $pkg"
-	done
-	# systemd-socket-activate serves the demo; Debian ships it in systemd.
-	command -v systemd-socket-activate >/dev/null 2>&1 ||
-		missing="$missing systemd"
-	# swaks is only the client the demo suggests: nice to have.
-	optional=''
-	command -v swaks >/dev/null 2>&1 || optional=' swaks'
-
-	if [ -z "$missing" ] && [ -z "$optional" ]; then
-		say "run.sh: build dependencies present"
-		return 0
-	fi
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		# shellcheck disable=SC2086 # word splitting of the lists is meant
-		set -- $missing $optional
-		say "run.sh: installing $*"
-		export DEBIAN_FRONTEND=noninteractive
-		if ! apt-get install -y -q --no-install-recommends "$@"; then
-			say "run.sh: apt-get update, then again"
-			apt-get update -q
-			apt-get install -y -q --no-install-recommends "$@"
-		fi
-		return 0
-	fi
-	if ! command -v apt-get >/dev/null 2>&1; then
-		say "run.sh: not Debian?  Install the equivalents of:$missing$optional"
-		say "run.sh: (a C compiler, make, PAM and libxcrypt headers," \
-		    "pkg-config, systemd-socket-activate)"
-		return 0
-	fi
-	say "run.sh: missing packages; as root, run:"
-	say "    apt-get install$missing$optional"
-	if [ -n "$missing" ]; then
-		exit 1
-	fi
-	say "run.sh: (swaks is only the demo's suggested client)"
+	exec sh tools/deps.sh build run
 }
 
 # ---- the demo ----
@@ -161,7 +107,9 @@ setup_cert() {
 }
 
 setup_conf() {
-	if [ -x /usr/sbin/sendmail ]; then
+	if [ -n "${SENDMAIL:-}" ]; then
+		sendmail=$SENDMAIL
+	elif [ -x /usr/sbin/sendmail ]; then
 		sendmail=/usr/sbin/sendmail
 	else
 		sendmail=$PWD/tools/run-sendmail
@@ -304,7 +252,7 @@ case ${1:-} in
 --deps) deps ;;
 '') run ;;
 -h | --help)
-	sed -n '2,18s/^# \{0,1\}//p' "$self"
+	sed -n '2,22s/^# \{0,1\}//p' "$self"
 	;;
 *) die "usage: sh tools/run.sh [--deps]" ;;
 esac
