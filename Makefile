@@ -21,14 +21,17 @@ WARN      = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
             -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wvla
 HARDEN    = -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
+# Where libpam loads modules named without a path (pamstack.c checks them).
+PAM_MODULE_DIR ?= $(shell pkg-config --variable=libdir pam 2>/dev/null || echo /lib)/security
+WARN     += -DPAM_MODULE_DIR='"$(PAM_MODULE_DIR)"'
 CFLAGS   ?= -O2 -g
 LDHARDEN  = -pie -Wl,-z,relro,-z,now
 LIBS      = -lpam -lcrypt -lssl -lcrypto -lseccomp
 SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
-SRCS = smtpauthd.c smtp.c io.c tls.c auth.c relay.c conf.c data.c addr.c \
-       privsep.c
+SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
+       addr.c privsep.c
 HDRS = smtpauthd.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)

@@ -233,19 +233,48 @@ pam_conv_fn(int n, const struct pam_message **msg, struct pam_response **resp,
 	return PAM_SUCCESS;
 }
 
+/*
+ * Only a verdict on the user or the password is a failure (535, counted
+ * by fail2ban as a guess).  Every other code - a module missing or broken,
+ * a directory down, a stack that does not parse - says nothing about the
+ * credentials: 454, so that a broken stack neither lets anyone in nor
+ * gets the users banned.
+ */
 static int
 pam_result(int rc)
 {
 	switch (rc) {
 	case PAM_SUCCESS:
 		return AUTH_OK;
-	case PAM_AUTHINFO_UNAVAIL:
-	case PAM_SYSTEM_ERR:
-	case PAM_BUF_ERR:
-		return AUTH_TEMPFAIL;
-	default:
+	case PAM_AUTH_ERR:
+	case PAM_USER_UNKNOWN:
+	case PAM_CRED_INSUFFICIENT:
+	case PAM_MAXTRIES:
+	case PAM_PERM_DENIED:
+	case PAM_ACCT_EXPIRED:
+	case PAM_NEW_AUTHTOK_REQD:
+	case PAM_AUTHTOK_EXPIRED:
 		return AUTH_FAIL;
+	default:
+		return AUTH_TEMPFAIL;
 	}
+}
+
+/* The first problem of a broken stack is logged, with the count. */
+struct stack_report {
+	const struct config	*cf;
+	int			 logged;
+};
+
+static void
+stack_problem(void *arg, const char *problem)
+{
+	struct stack_report *r = arg;
+
+	if (r->logged++ == 0)
+		log_msg(LOG_ERR, "pam-service %s cannot work: %s; every AUTH "
+		    "answers 454 until it is fixed (smtpauthd -t lists all)",
+		    r->cf->pam_service, problem);
 }
 
 static int
@@ -257,8 +286,14 @@ auth_pam(const struct config *cf, const char *mech, const char *user,
 	struct pam_conv		 conv = { pam_conv_fn, &cr };
 	pam_handle_t		*ph = NULL;
 	const void		*item = NULL;
+	struct stack_report	 report = { cf, 0 };
 	int			 rc, result;
 
+	/* Never libpam's fallback to "other", nor a stack half there. */
+	if (pam_stack_check(cf->pam_service, stack_problem, &report) > 0) {
+		*reason = "unavailable";
+		return AUTH_TEMPFAIL;
+	}
 	rc = pam_start(cf->pam_service, user, &conv, &ph);
 	if (rc != PAM_SUCCESS) {
 		log_msg(LOG_ERR, "pam_start %s: %s", cf->pam_service,
@@ -285,9 +320,11 @@ auth_pam(const struct config *cf, const char *mech, const char *user,
 	result = pam_result(rc);
 	if (result != AUTH_OK) {
 		*reason = result == AUTH_TEMPFAIL ? "unavailable" :
-		    rc == PAM_NEW_AUTHTOK_REQD ? "password-expired" :
+		    rc == PAM_NEW_AUTHTOK_REQD || rc == PAM_AUTHTOK_EXPIRED ?
+		    "password-expired" :
 		    rc == PAM_ACCT_EXPIRED ? "account-expired" : "credentials";
-		log_msg(LOG_INFO, "pam %s (%s): %s", cf->pam_service, mech,
+		log_msg(result == AUTH_TEMPFAIL ? LOG_ERR : LOG_INFO,
+		    "pam %s (%s): %s", cf->pam_service, mech,
 		    pam_strerror(ph, rc));
 	}
 	pam_end(ph, rc);

@@ -423,20 +423,11 @@ check_file(struct config *cf, const char *what, const char *path, int mode)
 }
 
 static void
-check_pam_service(struct config *cf)
+pam_problem(void *arg, const char *problem)
 {
-	static const char *const dirs[] = { "/etc/pam.d", "/usr/lib/pam.d",
-	    "/usr/share/pam.d" };
-	char	 path[PATH_MAX];
-	size_t	 i;
+	struct config *cf = arg;
 
-	for (i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", dirs[i], cf->pam_service);
-		if (access(path, R_OK) == 0)
-			return;
-	}
-	conf_error(cf, "pam-service %s: no /etc/pam.d/%s (PAM would fall back "
-	    "to the \"other\" service)", cf->pam_service, cf->pam_service);
+	conf_error(cf, "pam-service %s: %s", cf->pam_service, problem);
 }
 
 /* The certificate and key load and match, and are not about to expire. */
@@ -475,7 +466,7 @@ conf_check(struct config *cf, FILE *report)
 	int		 problems = 0;
 
 	if (cf->auth == AUTH_PAM)
-		check_pam_service(cf);
+		(void)pam_stack_check(cf->pam_service, pam_problem, cf);
 	else
 		problems += auth_check_passwd_file(cf, report);
 	if (stat(cf->sendmail, &st) == -1 || !S_ISREG(st.st_mode) ||

@@ -262,6 +262,13 @@ int	 auth_check(const struct config *, const char *mech, const char *user,
 int	 auth_hash_password(FILE *in, FILE *out);
 int	 auth_check_passwd_file(const struct config *, FILE *report);
 
+/* ---- whether a PAM service's stack can work (pamstack.c) ---- */
+
+typedef void (*pam_problem_fn)(void *arg, const char *problem);
+
+int	 pam_service_file(const char *name, char *path, size_t size);
+int	 pam_stack_check(const char *service, pam_problem_fn, void *arg);
+
 /* ---- privilege separation (privsep.c) ---- */
 
 extern void (*privsep_session_hook)(int channel);

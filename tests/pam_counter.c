@@ -9,9 +9,11 @@
  *
  * and returns PAM_IGNORE, or the code named by "ret=" (success, auth_err,
  * authinfo_unavail, user_unknown, acct_expired, perm_denied, system_err,
- * new_authtok_reqd, maxtries, cred_insufficient) so that tests can make the
- * backend fail in a chosen way.  "hang=PIDFILE" makes it fork a helper
- * that never ends, write both pids there ("PID HELPER") and never return,
+ * new_authtok_reqd, maxtries, cred_insufficient, authtok_expired,
+ * module_unknown, symbol_err, service_err, abort, buf_err, conv_err) so
+ * that tests can make the backend fail in a chosen way.  "hang=PIDFILE"
+ * makes it fork a helper that never ends, write both pids there ("PID
+ * HELPER") and never return,
  * as a module waiting on a server that is down; "helper=PIDFILE" leaves
  * such a helper behind (its pid written there) and returns as usual.
  */
@@ -41,6 +43,13 @@ static const struct {
 	{ "new_authtok_reqd", PAM_NEW_AUTHTOK_REQD },
 	{ "maxtries", PAM_MAXTRIES },
 	{ "cred_insufficient", PAM_CRED_INSUFFICIENT },
+	{ "authtok_expired", PAM_AUTHTOK_EXPIRED },
+	{ "module_unknown", PAM_MODULE_UNKNOWN },
+	{ "symbol_err", PAM_SYMBOL_ERR },
+	{ "service_err", PAM_SERVICE_ERR },
+	{ "abort", PAM_ABORT },
+	{ "buf_err", PAM_BUF_ERR },
+	{ "conv_err", PAM_CONV_ERR },
 };
 
 static const char *

@@ -202,3 +202,60 @@ def test_no_auth_as_uid_0(env, accounts):
     check(c.mail("root@example.org"), 530, "5.7.0")
     check(c.auth_plain(U1, "File-Pw-1"), 235, "2.7.0")
     env.no_calls()
+
+
+# ---------------------------------------------------------------- fail closed
+
+def test_missing_service_is_not_other(env, accounts):
+    """A pam-service with no file: libpam would use /etc/pam.d/other, on
+    Debian common-auth, and let the right password in.  454, and the log
+    names the missing file."""
+    missing = SERVICE + "-nosuch"
+    assert not os.path.exists("/etc/pam.d/" + missing)
+    c = root_session(env, pam_service=missing)
+    c.ehlo()
+    check(c.auth_plain(U1, USERS[U1]), 454, "4.7.0")
+    check(c.mail(U1 + "@example.org"), 530, "5.7.0")
+    f = [kv(e) for e in find_events(c.log, "auth")]
+    assert [e["reason"] for e in f] == ["unavailable"], c.log
+    assert "no PAM service file %s" % missing in c.log, c.log
+    env.no_calls()
+    r = env.run(["-t", "-f", env.write_config({
+        "auth": "pam", "pam_service": missing, "privsep_user": "nobody"})])
+    assert r.returncode == 78 and \
+        b"no PAM service file " + missing.encode() in r.stderr, r
+
+
+def test_rhel_file_on_debian(env, accounts):
+    """pam.d/smtpauthd.rhel where there is no password-auth (Debian): an
+    empty stack, which libpam answers "Permission denied" - once a 535 for
+    every user, and fail2ban banning them.  454, and -t says why."""
+    if os.path.exists("/etc/pam.d/password-auth"):
+        pytest.skip("password-auth exists here (a Red Hat system)")
+    svc = "/etc/pam.d/%s-rhel" % SERVICE
+    shutil.copyfile(os.path.join(REPO, "pam.d", "smtpauthd.rhel"), svc)
+    try:
+        c = root_session(env, pam_service=SERVICE + "-rhel")
+        c.ehlo()
+        check(c.auth_plain(U1, USERS[U1]), 454, "4.7.0")
+        f = [kv(e) for e in find_events(c.log, "auth")]
+        assert [e["reason"] for e in f] == ["unavailable"], c.log
+        assert "includes password-auth, which does not exist" in c.log, c.log
+        env.no_calls()
+        r = env.run(["-t", "-f", env.write_config({
+            "auth": "pam", "pam_service": SERVICE + "-rhel",
+            "privsep_user": "nobody"})])
+        assert r.returncode == 78, r
+        assert b"includes password-auth, which does not exist" in r.stderr, r
+    finally:
+        os.unlink(svc)
+
+
+def test_debian_file_checks_clean(env, accounts):
+    """The shipped Debian file passes -t here: every include and module
+    found where libpam looks."""
+    if not os.path.exists("/etc/pam.d/common-auth"):
+        pytest.skip("no common-auth here (not Debian)")
+    r = env.run(["-t", "-f", env.write_config({
+        "auth": "pam", "pam_service": SERVICE, "privsep_user": "nobody"})])
+    assert r.returncode == 0, r
