@@ -434,10 +434,18 @@ pam_problem(void *arg, const char *problem)
 static void
 check_tls(struct config *cf, FILE *report)
 {
+	struct stat		 st;
 	struct ssl_ctx_st	*ctx;
 	char			 why[1024];
 	int			 days;
 
+	/* The password file's rule: a secret is its owner's alone. */
+	if (cf->tls_key != NULL && stat(cf->tls_key, &st) == 0 &&
+	    (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		conf_error(cf, "tls-key %s: group or others have access "
+		    "(mode %04o): only its owner may read a private key "
+		    "(chmod 600 it)", cf->tls_key,
+		    (unsigned)(st.st_mode & 07777));
 	if ((ctx = tls_context(cf, why, sizeof(why))) == NULL) {
 		conf_error(cf, "%s", why);
 		return;

@@ -3,10 +3,12 @@ PAM (pam_unix via the repository's pam.d/smtpauthd), and sendmail run as
 the authenticated user.  Skipped unless run as root; every account, group
 and file made here is removed at the end."""
 
+import glob
 import grp
 import os
 import pwd
 import shutil
+import re
 import subprocess
 
 import pytest
@@ -259,3 +261,55 @@ def test_debian_file_checks_clean(env, accounts):
     r = env.run(["-t", "-f", env.write_config({
         "auth": "pam", "pam_service": SERVICE, "privsep_user": "nobody"})])
     assert r.returncode == 0, r
+
+
+def unit_address_families():
+    """RestrictAddressFamilies= of each shipped service unit."""
+    out = {}
+    for unit in glob.glob(os.path.join(REPO, "systemd", "*.service")):
+        with open(unit) as f:
+            for line in f:
+                if line.startswith("RestrictAddressFamilies="):
+                    out[os.path.basename(unit)] = set(line.split("=", 1)[1].split())
+    return out
+
+
+def test_units_allow_what_the_check_opens(env, accounts):
+    """Every address family the password check opens through real
+    pam_unix (libpam's audit records: AF_NETLINK) is one the units'
+    RestrictAddressFamilies= allows; otherwise the audit records of every
+    login are dropped without a word (libpam takes EAFNOSUPPORT as an
+    audit-less kernel)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace not installed")
+    with open(env.stage.binary, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            pytest.skip("the binary under test is a wrapper (check-valgrind)")
+    traces = os.path.join(env.dir, "strace")
+    os.mkdir(traces)
+    wrapper = env.write("strace-smtpauthd", "#!/bin/sh\nexec strace -f -qq "
+                        "-e trace=socket -o %s/trace %s \"$@\"\n"
+                        % (traces, env.stage.binary), 0o755)
+    # LeakSanitizer cannot work under ptrace (the -asan build).
+    environ = env.environ()
+    environ["ASAN_OPTIONS"] = ":".join(
+        o for o in (environ.get("ASAN_OPTIONS"), "detect_leaks=0") if o)
+    binary, env.stage.binary = env.stage.binary, wrapper
+    try:
+        c = env.start(as_root=True, environ=environ, auth="pam",
+                      pam_service=SERVICE, privsep_user="nobody")
+        c.ehlo()
+        check(c.auth_plain(U1, USERS[U1]), 235, "2.7.0")
+        c.quit()
+        c.finish()
+    finally:
+        env.stage.binary = binary
+    opened = set()
+    for name in os.listdir(traces):
+        with open(os.path.join(traces, name)) as f:
+            opened |= set(re.findall(r"socket\((AF_[A-Z0-9]+),", f.read()))
+    assert "AF_NETLINK" in opened, opened      # libpam's audit, here
+    units = unit_address_families()
+    assert len(units) == 2, units
+    for unit, allowed in units.items():
+        assert opened <= allowed, (unit, sorted(opened - allowed))

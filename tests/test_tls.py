@@ -1101,6 +1101,21 @@ def test_t_unreadable_key(tenv):
     assert re.search(r"^smtpauthd: .*unreadable\.key", err, re.M), err
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_t_key_readable_by_others(tenv, mode):
+    """A private key that group or others may read is an error, as for
+    the password file (Let's Encrypt's privkey.pem is 0600)."""
+    name = "mode%o.key" % mode
+    shutil.copy(tenv.pki.path("leaf.key"), tenv.pki.path(name))
+    os.chmod(tenv.pki.path(name), mode)
+    rc, err = t_check(tenv, tls_key=name)
+    assert rc == 78, err
+    assert re.search(r"^smtpauthd: tls-key \S*%s: group or others have "
+                     r"access \(mode 0%o\)" % (re.escape(name), mode),
+                     err, re.M), err
+    assert "chmod 600" in err, err
+
+
 def test_t_no_cipher(tenv):
     rc, err = t_check(tenv, tls_ciphers="NOSUCHCIPHER")
     assert rc == 78, err
