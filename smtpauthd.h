@@ -264,7 +264,10 @@ int	 auth_check_passwd_file(const struct config *, FILE *report);
 
 /* ---- privilege separation (privsep.c) ---- */
 
+struct passwd;
+
 extern void (*privsep_session_hook)(int channel);
+const char *privsep_user_problem(const struct passwd *);
 void	 refuse_connection(const struct config *, const char *peer,
 	    const char *why, const char *reason);
 int	 privsep_run(const struct config *, struct io *, const char *peer,
