@@ -469,7 +469,9 @@ check_tls(struct config *cf, FILE *report)
 int
 conf_check(struct config *cf, FILE *report)
 {
+	struct passwd	*pw;
 	struct stat	 st;
+	const char	*why;
 	size_t		 i;
 	int		 problems = 0;
 
@@ -495,9 +497,14 @@ conf_check(struct config *cf, FILE *report)
 		fprintf(report, "smtpauthd: warning: tls none with "
 		    "auth-require-tls yes: AUTH is never offered, so no one "
 		    "can send\n");
-	if (geteuid() == 0 && getpwnam(cf->privsep_user) == NULL)
-		conf_error(cf, "privsep-user %s does not exist (make install "
-		    "creates it)", cf->privsep_user);
+	if (geteuid() == 0) {
+		if ((pw = getpwnam(cf->privsep_user)) == NULL)
+			conf_error(cf, "privsep-user %s does not exist (make "
+			    "install creates it)", cf->privsep_user);
+		else if ((why = privsep_user_problem(pw)) != NULL)
+			conf_error(cf, "privsep-user %s %s", cf->privsep_user,
+			    why);
+	}
 	if (stat(cf->privsep_dir, &st) == 0 && (!S_ISDIR(st.st_mode) ||
 	    st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0))
 		conf_error(cf, "privsep-dir %s: must be a directory owned by "

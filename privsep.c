@@ -37,6 +37,7 @@
  * The message itself never crosses the channel: the monitor opened the
  * spool file before the fork and runs sendmail on its own descriptor.
  */
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -677,50 +678,117 @@ seccomp_allow(scmp_filter_ctx ctx, const char *const names[], size_t n)
 	return 0;
 }
 
+/* One rule per entry: the call, allowed when its arguments match. */
+struct seccomp_cond {
+	int			 nr;
+	unsigned int		 nargs;
+	struct scmp_arg_cmp	 args[2];
+};
+
+static int
+seccomp_allow_if(scmp_filter_ctx ctx, const struct seccomp_cond *rules,
+    size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		if (seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, rules[i].nr,
+		    rules[i].nargs, rules[i].args) != 0)
+			return -1;
+	return 0;
+}
+
 /*
  * What the session needs once confined: its descriptors, memory, time,
  * randomness (queue ids, TLS), the channel, and logging to an already
- * connected syslog socket.  Anything else kills it.
+ * connected syslog socket.  Anything else kills it, the calls below made
+ * with other arguments included: the code and its libraries never make
+ * them, so one is an attack, which the monitor's SIGSYS line reports; an
+ * error would let the attacker try the next thing unseen.  (socket and
+ * connect are the exception: syslog(3) makes them, and must just fail.)
+ *
+ * fcntl: F_SETOWN, F_SETOWN_EX and F_SETSIG with O_ASYNC would have the
+ * kernel signal any process of privsep-user - another connection's
+ * session - whenever a descriptor becomes ready; so only the descriptor
+ * and status flags, without O_ASYNC, and F_DUPFD_CLOEXEC (as dup).  The
+ * session makes none of these today (strace of a STARTTLS session): they
+ * are kept for what libc or a non-blocking switch like io.c's would use.
+ * ioctl, with FIOASYNC and FIOSETOWN, is not allowed at all.
+ *
+ * mmap (mprotect is not allowed): never PROT_EXEC, so no new code.  The
+ * program is linked without an executable stack, so READ_IMPLIES_EXEC
+ * does not turn PROT_READ into PROT_EXEC behind the filter's back.
+ *
+ * tgkill: the process itself only, for abort(3) (stack protector, malloc
+ * checks), so that it dies of SIGABRT, which the monitor logs as such,
+ * not of SIGSYS; glibc's raise(3) makes it with getpid and gettid.
  */
 static int
 install_seccomp(void)
 {
 	static const char *const needed[] = {
 		"read", "write", "readv", "writev", "close", "poll", "ppoll",
-		"lseek", "ftruncate", "fstat", "newfstatat", "dup", "fcntl",
-		"recvfrom", "setsockopt", "getsockopt", "brk", "mmap", "munmap", "mremap", "madvise",
+		"lseek", "ftruncate", "fstat", "newfstatat", "dup",
+		"recvfrom", "setsockopt", "getsockopt", "brk", "munmap",
+		"mremap", "madvise",
 		"futex", "clock_gettime", "clock_nanosleep", "nanosleep",
 		"gettimeofday", "getrandom", "getpid", "gettid",
 		"rt_sigreturn", "rt_sigprocmask", "restart_syscall",
 		"exit", "exit_group",
 	};
-	/* The sanitizers' runtime: reports, LeakSanitizer's exit scan. */
+	/*
+	 * The sanitizers' runtime: reports, LeakSanitizer's exit scan.  Not
+	 * tgkill, which the rule for abort covers, nor mprotect, below.
+	 */
 	static const char *const sanitizer[] = {
 		"clone", "clone3", "ptrace", "wait4", "waitid", "prctl",
 		"sigaltstack", "prlimit64", "getrlimit", "readlink",
 		"readlinkat", "openat", "open", "sched_getaffinity",
 		"sched_yield", "getppid", "rt_sigaction", "rt_sigtimedwait",
-		"mprotect", "tgkill", "kill", "pipe2", "set_robust_list",
+		"kill", "pipe2", "set_robust_list",
 		"rseq", "uname", "getdents64", "access", "faccessat",
 	};
-	/* sendto(2)'s fifth argument, the address: none. */
-	const struct scmp_arg_cmp no_address = { 4, SCMP_CMP_EQ, 0, 0 };
+	const struct seccomp_cond conds[] = {
+		{ SCMP_SYS(fcntl), 1, { { 1, SCMP_CMP_EQ, F_GETFD, 0 } } },
+		{ SCMP_SYS(fcntl), 1, { { 1, SCMP_CMP_EQ, F_SETFD, 0 } } },
+		{ SCMP_SYS(fcntl), 1, { { 1, SCMP_CMP_EQ, F_GETFL, 0 } } },
+		{ SCMP_SYS(fcntl), 2, { { 1, SCMP_CMP_EQ, F_SETFL, 0 },
+		    { 2, SCMP_CMP_MASKED_EQ, O_ASYNC, 0 } } },
+		{ SCMP_SYS(fcntl), 1, { { 1, SCMP_CMP_EQ, F_DUPFD_CLOEXEC,
+		    0 } } },
+		{ SCMP_SYS(mmap), 1, { { 2, SCMP_CMP_MASKED_EQ, PROT_EXEC,
+		    0 } } },
+		{ SCMP_SYS(tgkill), 1, { { 0, SCMP_CMP_EQ,
+		    (scmp_datum_t)getpid(), 0 } } },
+		/* sendto(2)'s fifth argument, the address: none. */
+		{ SCMP_SYS(sendto), 1, { { 4, SCMP_CMP_EQ, 0, 0 } } },
+	};
+	/*
+	 * The sanitizers' runtime may change protections, never to
+	 * executable: no session under the filter needs that (the test
+	 * suite passes against smtpauthd-asan so).
+	 */
+	const struct seccomp_cond sanitizer_conds[] = {
+		{ SCMP_SYS(mprotect), 1, { { 2, SCMP_CMP_MASKED_EQ, PROT_EXEC,
+		    0 } } },
+	};
 	scmp_filter_ctx	 ctx;
 	int		 rc = -1;
 
 	if ((ctx = seccomp_init(SCMP_ACT_KILL_PROCESS)) == NULL)
 		return -1;
 	if (seccomp_allow(ctx, needed, sizeof(needed) / sizeof(needed[0])) == 0 &&
-	    /* send() on the channel and the syslog socket: no address. */
-	    seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(sendto), 1,
-	    no_address) == 0 &&
+	    seccomp_allow_if(ctx, conds,
+	    sizeof(conds) / sizeof(conds[0])) == 0 &&
 	    /* syslog(3) reconnecting after syslogd went away: just fail. */
 	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket),
 	    0) == 0 &&
 	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(connect),
 	    0) == 0 &&
-	    (!SANITIZED || seccomp_allow(ctx, sanitizer,
-	    sizeof(sanitizer) / sizeof(sanitizer[0])) == 0) &&
+	    (!SANITIZED || (seccomp_allow(ctx, sanitizer,
+	    sizeof(sanitizer) / sizeof(sanitizer[0])) == 0 &&
+	    seccomp_allow_if(ctx, sanitizer_conds,
+	    sizeof(sanitizer_conds) / sizeof(sanitizer_conds[0])) == 0)) &&
 	    seccomp_load(ctx) == 0)
 		rc = 0;
 	seccomp_release(ctx);
@@ -856,6 +924,38 @@ check_privsep_dir(const char *dir)
 	return 0;
 }
 
+/*
+ * Why pw cannot be privsep-user, or NULL.  Root's group counts as much as
+ * root: with gid 0 the session would run with root's group, which owns
+ * what is root's on most systems; a member of group 0 in /etc/group is an
+ * account given root's files, not one of its own with nothing (the
+ * session sheds supplementary groups, but the account is still wrong).
+ */
+const char *
+privsep_user_problem(const struct passwd *pw)
+{
+	gid_t		*groups, first;
+	const char	*why = NULL;
+	int		 n = 1, i;
+
+	if (pw->pw_uid == 0)
+		return "has uid 0";
+	if (pw->pw_gid == 0)
+		return "has gid 0";
+	/* The count first: -1 when there are more, the number in n. */
+	(void)getgrouplist(pw->pw_name, pw->pw_gid, &first, &n);
+	if (n <= 0)
+		return "has groups that cannot be listed";
+	groups = xcalloc((size_t)n, sizeof(*groups));
+	if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) == -1)
+		why = "has groups that cannot be listed";
+	for (i = 0; why == NULL && i < n; i++)
+		if (groups[i] == 0)
+			why = "is a member of group 0";
+	free(groups);
+	return why;
+}
+
 static int
 setup_failed(const struct config *cf, const char *peer, int status)
 {
@@ -877,6 +977,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	struct monitor	 m;
 	struct packet	 ready;
 	struct sigaction stop;
+	const char	*why;
 	size_t		 i;
 	int		 sv[2], status, devnull;
 	pid_t		 pid, monitor_pid;
@@ -887,9 +988,9 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 			    "create it (see smtpauthd(8))", cf->privsep_user);
 			return setup_failed(cf, peer, EX_CONFIG_);
 		}
-		if (pw->pw_uid == 0) {
-			log_msg(LOG_ERR, "privsep-user %s has uid 0",
-			    cf->privsep_user);
+		if ((why = privsep_user_problem(pw)) != NULL) {
+			log_msg(LOG_ERR, "privsep-user %s %s", cf->privsep_user,
+			    why);
 			return setup_failed(cf, peer, EX_CONFIG_);
 		}
 		pwcopy = *pw;

@@ -271,7 +271,10 @@ int	 pam_stack_check(const char *service, pam_problem_fn, void *arg);
 
 /* ---- privilege separation (privsep.c) ---- */
 
+struct passwd;
+
 extern void (*privsep_session_hook)(int channel);
+const char *privsep_user_problem(const struct passwd *);
 void	 refuse_connection(const struct config *, const char *peer,
 	    const char *why, const char *reason);
 int	 privsep_run(const struct config *, struct io *, const char *peer,

@@ -8,11 +8,25 @@
  * "recv" waits up to 5 s for one and prints "reply HEX" or "eof" on
  * stdout.  The monitor's exit status is this program's: 70 when it refused
  * a request.  Tests build the packets; see tests/test_privsep.py.
+ *
+ * Other lines make a system call the session should or should not be
+ * allowed, as an attacker who took it over would, and print
+ * "did NAME RC ERRNO" when it returns (a call the filter refuses kills the
+ * session first): "setown PID", "setown-ex PID", "setsig SIG", "async"
+ * (fcntl on the channel), "fcntl-ok" (the fcntl commands the filter
+ * allows), "mmap-exec", "mprotect-exec", "tgkill PID SIG", "tgkill-self
+ * SIG", "abort" and
+ * "stack-chk" (what the stack protector calls on a smashed stack).
  */
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 
 #include <err.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +37,76 @@
 #define SCRIPT_MAX	(1 << 20)
 
 static char	*script;
+
+void	__stack_chk_fail(void);		/* glibc's */
+
+static void
+did(const char *name, long rc)
+{
+	printf("did %s %ld %d\n", name, rc, rc == -1 ? errno : 0);
+}
+
+/* F_GETFD, F_SETFD, F_GETFL, F_SETFL without O_ASYNC, F_DUPFD_CLOEXEC. */
+static long
+fcntl_allowed(int fd)
+{
+	int	 fdflags, flags, copy;
+
+	if ((fdflags = fcntl(fd, F_GETFD)) == -1 ||
+	    fcntl(fd, F_SETFD, fdflags | FD_CLOEXEC) == -1 ||
+	    (flags = fcntl(fd, F_GETFL)) == -1 ||
+	    fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1 ||
+	    fcntl(fd, F_SETFL, flags) == -1 ||
+	    (copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)) == -1)
+		return -1;
+	return close(copy);
+}
+
+/* The session doing what an attacker in it would try; 1: a line for it. */
+static int
+attack(const char *line, int channel)
+{
+	struct f_owner_ex	 owner;
+	void			*p;
+	long			 rc;
+	int			 a = 0, b = 0, flags;
+
+	if (sscanf(line, "setown %d", &a) == 1)
+		did("setown", fcntl(channel, F_SETOWN, a));
+	else if (sscanf(line, "setown-ex %d", &a) == 1) {
+		owner.type = F_OWNER_PID;
+		owner.pid = a;
+		did("setown-ex", fcntl(channel, F_SETOWN_EX, &owner));
+	} else if (sscanf(line, "setsig %d", &a) == 1)
+		did("setsig", fcntl(channel, F_SETSIG, a));
+	else if (strcmp(line, "async") == 0) {
+		rc = flags = fcntl(channel, F_GETFL);
+		if (flags != -1)
+			rc = fcntl(channel, F_SETFL, flags | O_ASYNC);
+		did("async", rc);
+	} else if (strcmp(line, "fcntl-ok") == 0)
+		did("fcntl-ok", fcntl_allowed(channel));
+	else if (strcmp(line, "mmap-exec") == 0) {
+		p = mmap(NULL, 4096, PROT_READ | PROT_EXEC,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		did("mmap-exec", p == MAP_FAILED ? -1 : 0);
+	} else if (strcmp(line, "mprotect-exec") == 0) {
+		p = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		did("mprotect-exec", p == MAP_FAILED ? -1 :
+		    mprotect(p, 4096, PROT_READ | PROT_EXEC));
+	} else if (sscanf(line, "tgkill %d %d", &a, &b) == 2)
+		did("tgkill", syscall(SYS_tgkill, a, a, b));
+	else if (sscanf(line, "tgkill-self %d", &a) == 1)
+		did("tgkill-self", syscall(SYS_tgkill, getpid(), gettid(), a));
+	else if (strcmp(line, "abort") == 0)
+		abort();
+	else if (strcmp(line, "stack-chk") == 0)
+		__stack_chk_fail();
+	else
+		return 0;
+	return 1;
+}
 
 static int
 unhex(const char *in, unsigned char *out, size_t outsize)
@@ -69,7 +153,8 @@ probe(int channel)
 					printf("%02x", buf[i]);
 				printf("\n");
 			}
-		}
+		} else if (!attack(line, channel))
+			_exit(2);
 		fflush(stdout);
 	}
 }

@@ -784,10 +784,10 @@ class Env:
         c.login(user, users=self.users)
         return c
 
-    def run(self, args, input=None, environ=None, timeout=30):
+    def run(self, args, input=None, environ=None, timeout=30, as_root=False):
         return self.stage.run(args, input=input,
                               environ=dict(self.environ(), **(environ or {})),
-                              timeout=timeout)
+                              timeout=timeout, as_root=as_root)
 
     def calls(self):
         out = []

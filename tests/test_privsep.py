@@ -14,6 +14,13 @@
   gid and groups, forked by the monitor.
 - A session that dies (SIGSEGV, SIGKILL, the seccomp filter) leaves no
   monitor, no sendmail and no spool file behind.
+- What a taken-over session tries, through monitor-probe under the real
+  filter: fcntl's asynchronous I/O signals (F_SETOWN, F_SETOWN_EX,
+  F_SETSIG, O_ASYNC), executable memory and tgkill to another process kill
+  it (SIGSYS) and leave another process of its user alive; abort() dies of
+  SIGABRT, logged as signal 6.
+- A privsep-user in root's group (primary or in /etc/group) is refused as
+  uid 0 is, at the connection and by -t.
 
 The channel packets are u32s in host order (struct "=I") and bytes; see the
 comment at the top of privsep.c.
@@ -340,6 +347,73 @@ def test_missing_privsep_user_refuses(env):
     assert c.finish() == 78
     assert "privsep-user nosuch-pstest does not exist" in c.log, c.log
     env.no_calls()
+
+
+# privsep-user in root's group: refused like uid 0 (issue 10)
+
+GID0_USER = "pstg0" + SFX       # primary group 0
+GRP0_USER = "pstr0" + SFX       # its own group, and root's in /etc/group
+
+
+def remove_root_group_users():
+    for name in (GID0_USER, GRP0_USER):
+        try:
+            pwd.getpwnam(name)
+            subprocess.run(["userdel", "-f", name], capture_output=True,
+                           timeout=60)
+        except KeyError:
+            pass
+    try:
+        grp.getgrnam(GRP0_USER)         # its user group, if userdel left it
+        subprocess.run(["groupdel", GRP0_USER], capture_output=True,
+                       timeout=60)
+    except KeyError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def root_group_users():
+    if not IS_ROOT:
+        pytest.skip("needs root")
+    for prog in ("useradd", "userdel", "groupdel"):
+        if shutil.which(prog) is None:
+            pytest.skip("%s not installed" % prog)
+    remove_root_group_users()
+    common = ("--system", "-M", "-d", "/nonexistent", "-s",
+              "/usr/sbin/nologin")
+    try:
+        sh("useradd", *common, "-N", "-g", "0", GID0_USER)
+        sh("useradd", *common, "-U", "-G", "root", GRP0_USER)
+        assert pwd.getpwnam(GID0_USER).pw_gid == 0
+        assert GRP0_USER in grp.getgrgid(0).gr_mem
+        yield
+    finally:
+        remove_root_group_users()
+
+
+@needs_root
+@pytest.mark.parametrize("name,why", [(GID0_USER, "has gid 0"),
+                                      (GRP0_USER, "is a member of group 0")],
+                         ids=["primary", "supplementary"])
+def test_privsep_user_in_root_group_refuses(env, root_group_users, name, why):
+    """A connection refuses itself (421, 78, the reason logged) and -t
+    names the problem, as for uid 0: the one line more than -t says of the
+    default privsep-user (which, as root, finds the test's passwd-file not
+    root's)."""
+    line = "privsep-user %s %s" % (name, why)
+    c = env.start(as_root=True, greet=False, privsep_user=name)
+    check(c.reply(10), 421, "4.3.0")
+    assert c.finish() == 78
+    assert line in c.log, c.log
+    env.no_calls()
+    good = env.run(["-t", "-f", env.write_config({"privsep_user": None})],
+                   as_root=True)
+    r = env.run(["-t", "-f", env.write_config({"privsep_user": name})],
+                as_root=True)
+    assert r.returncode == 78, r
+    assert set(r.stderr.decode().splitlines()) - \
+        set(good.stderr.decode().splitlines()) == {"smtpauthd: " + line}, \
+        (good, r)
 
 
 # --------------------------------------------------------------------------
@@ -679,14 +753,15 @@ def submit_reply(pkt):
 
 
 class ProbeResult:
-    def __init__(self, status, replies, log):
+    def __init__(self, status, replies, log, did=()):
         self.status = status
         self.replies = replies      # bytes, or None for "eof"
         self.log = log
+        self.did = list(did)        # "NAME RC ERRNO": calls that returned
 
     def __repr__(self):
-        return "ProbeResult(status=%r, replies=%r, log=%r)" % (
-            self.status, self.replies, self.log)
+        return "ProbeResult(status=%r, replies=%r, did=%r, log=%r)" % (
+            self.status, self.replies, self.did, self.log)
 
 
 @pytest.fixture(scope="module")
@@ -704,19 +779,22 @@ def probe_bin(stage):
 
 
 def probe(env, probe_bin, steps, as_root=False, **conf):
-    """Runs monitor-probe: steps are packets (bytes) to send and RECV."""
+    """Runs monitor-probe: steps are packets (bytes) to send, RECV, and
+    the probe's other script lines (str: "abort", "setown PID"...)."""
     path = env.write_config(conf)
-    script = "".join("recv\n" if s == RECV else "send %s\n" % s.hex()
-                     for s in steps)
+    script = "".join(s + "\n" if isinstance(s, str) else
+                     "send %s\n" % s.hex() for s in steps)
     sp = env.write("script-%d" % (env.nlog + 1), script)
     logpath = env.newlog()
     kw = {} if (as_root or not IS_ROOT) else drop_kwargs()
     with open(logpath, "wb") as logf:
         r = subprocess.run([probe_bin, path, sp], stdout=subprocess.PIPE,
                            stderr=logf, env=env.environ(), timeout=60, **kw)
-    replies = []
+    replies, did = [], []
     for line in r.stdout.decode().splitlines():
-        if line.startswith("reply "):
+        if line.startswith("did "):
+            did.append(line[4:])
+        elif line.startswith("reply "):
             replies.append(bytes.fromhex(line[6:]))
         elif line == "eof":
             replies.append(None)
@@ -724,7 +802,7 @@ def probe(env, probe_bin, steps, as_root=False, **conf):
             replies.append("send failed")
         else:
             raise AssertionError("monitor-probe said %r" % line)
-    return ProbeResult(r.returncode, replies, read_log(logpath))
+    return ProbeResult(r.returncode, replies, read_log(logpath), did)
 
 
 def assert_refused(env, r, why):
@@ -937,6 +1015,87 @@ def test_probe_as_root_refuses(env, probe_bin, account, privsep_user):
               as_root=True, auth="pam", pam_service=SERVICE, privsep_user=None)
     assert auth_reply(r.replies[0]) == (0, USER), r
     assert_refused(env, r, "SUBMIT with an unsafe sender")
+
+
+# --- what a taken-over session tries, under the real filter (issue 10)
+
+PROBE_PEER = "192.0.2.9"    # tests/monitor-probe's peer
+KILLED_BY = "session ip=%s: killed by signal %%d" % PROBE_PEER
+SECCOMP_NOTE = " (a system call the seccomp filter does not allow)"
+
+
+@pytest.fixture
+def victim():
+    """A process of the session's user (privsep-user is the same for every
+    connection): another connection's session, as far as signals go."""
+    kw = drop_kwargs() if IS_ROOT else {}
+    p = subprocess.Popen(["sleep", "60"], **kw)
+    yield p
+    if p.poll() is None:
+        p.kill()
+    p.wait(5)
+
+
+def assert_victim_alive(victim):
+    time.sleep(0.2)     # a signal the kernel sent is delivered by now
+    assert victim.poll() is None, \
+        "the session signalled another process of its user: %r" % \
+        victim.returncode
+
+
+def assert_killed_by(r, sig, seccomp):
+    assert r.status == EX_SOFTWARE, r
+    lines = [l for l in r.log.splitlines() if "killed by signal" in l]
+    assert len(lines) == 1, r
+    want = KILLED_BY % sig + (SECCOMP_NOTE if seccomp else "")
+    assert lines[0].endswith(want), r
+
+
+@pytest.mark.parametrize("call", [
+    "setown %(pid)d", "setown-ex %(pid)d", "setsig 9", "async", "mmap-exec",
+    "mprotect-exec", "tgkill %(pid)d 9"])
+def test_probe_session_call_refused(env, probe_bin, victim, call):
+    """fcntl's asynchronous I/O signals (an owner, a signal, O_ASYNC),
+    executable memory and tgkill to another process: each kills the
+    session (SIGSYS) before it returns, and the monitor says so."""
+    line = call % {"pid": victim.pid}
+    r = probe(env, probe_bin, [line, AUTH_OK, RECV])
+    assert r.did == [], "%s returned in the session: %r" % (line, r)
+    assert_killed_by(r, signal.SIGSYS, True)
+    assert_victim_alive(victim)
+    env.no_calls()
+
+
+def test_probe_session_cannot_signal_by_sigio(env, probe_bin, victim):
+    """The whole attack: the channel owned by another process of the same
+    user, SIGKILL as its signal, O_ASYNC; the monitor's reply would send
+    it.  The first step kills the session, and the process lives."""
+    r = probe(env, probe_bin, ["setown %d" % victim.pid, "setsig 9", "async",
+                               AUTH_OK, RECV])
+    assert_victim_alive(victim)
+    assert r.did == [], r
+    assert_killed_by(r, signal.SIGSYS, True)
+
+
+def test_probe_session_calls_allowed(env, probe_bin):
+    """What the filter still allows - fcntl's descriptor and status flags,
+    F_DUPFD_CLOEXEC, a signal to itself (0: none sent) - works, and the
+    session goes on to AUTH."""
+    r = probe(env, probe_bin, ["fcntl-ok", "tgkill-self 0", AUTH_OK, RECV])
+    assert r.did == ["fcntl-ok 0 0", "tgkill-self 0 0"], r
+    assert r.status == 0, r
+    assert auth_reply(r.replies[0]) == (0, "alice"), r
+
+
+@pytest.mark.parametrize("how", ["abort", "stack-chk"])
+def test_probe_session_abort_is_sigabrt(env, probe_bin, how):
+    """abort(3) in the confined session, itself or by the stack protector:
+    the session dies of SIGABRT and the monitor logs signal 6, not a
+    seccomp violation."""
+    r = probe(env, probe_bin, [how, AUTH_OK, RECV])
+    assert_killed_by(r, signal.SIGABRT, False)
+    assert SECCOMP_NOTE not in r.log, r
+    env.no_calls()
 
 
 # --------------------------------------------------------------------------
