@@ -23,15 +23,17 @@
 
 #define CONF_LINE_MAX	4096
 
-enum conf_kind { K_STRING, K_PATH, K_NAME, K_HOST, K_BOOL, K_UINT, K_ENUM };
+enum conf_kind { K_STRING, K_PATH, K_NAME, K_HOST, K_BOOL, K_UINT, K_OCTAL,
+    K_ENUM };
 
 struct conf_key {
 	const char	*name;
 	enum conf_kind	 kind;
 	size_t		 offset;
-	uint64_t	 min, max;	/* K_UINT */
+	uint64_t	 min, max;	/* K_UINT, K_OCTAL */
 	const char	*const *names;	/* K_ENUM: index = enum value */
 	const char	*defval;
+	const char	*why_max;	/* K_UINT: what the maximum stands for */
 };
 
 static const char *const auth_names[] = { "pam", "file", NULL };
@@ -43,39 +45,46 @@ static const char *const tls_version_names[] = { "1.2", "1.3", NULL };
 #define OFF(f)	offsetof(struct config, f)
 
 static const struct conf_key conf_keys[] = {
-	{ "hostname", K_HOST, OFF(hostname), 0, 0, NULL, NULL },
-	{ "auth", K_ENUM, OFF(auth), 0, 0, auth_names, "pam" },
-	{ "pam-service", K_NAME, OFF(pam_service), 0, 0, NULL, "smtpauthd" },
+	{ "hostname", K_HOST, OFF(hostname), 0, 0, NULL, NULL, NULL },
+	{ "auth", K_ENUM, OFF(auth), 0, 0, auth_names, "pam", NULL },
+	{ "pam-service", K_NAME, OFF(pam_service), 0, 0, NULL, "smtpauthd",
+	    NULL },
 	{ "passwd-file", K_PATH, OFF(passwd_file), 0, 0, NULL,
-	    "/etc/smtpauthd/passwd" },
+	    "/etc/smtpauthd/passwd", NULL },
 	{ "auth-require-tls", K_BOOL, OFF(auth_require_tls), 0, 0, NULL,
-	    "yes" },
-	{ "tls", K_ENUM, OFF(tls), 0, 0, tls_names, NULL },
-	{ "tls-cert", K_PATH, OFF(tls_cert), 0, 0, NULL, NULL },
-	{ "tls-key", K_PATH, OFF(tls_key), 0, 0, NULL, NULL },
+	    "yes", NULL },
+	{ "tls", K_ENUM, OFF(tls), 0, 0, tls_names, NULL, NULL },
+	{ "tls-cert", K_PATH, OFF(tls_cert), 0, 0, NULL, NULL, NULL },
+	{ "tls-key", K_PATH, OFF(tls_key), 0, 0, NULL, NULL, NULL },
 	{ "tls-min-version", K_ENUM, OFF(tls_min_version), 0, 0,
-	    tls_version_names, "1.2" },
-	{ "tls-ciphers", K_STRING, OFF(tls_ciphers), 0, 0, NULL, NULL },
+	    tls_version_names, "1.2", NULL },
+	{ "tls-ciphers", K_STRING, OFF(tls_ciphers), 0, 0, NULL, NULL, NULL },
 	{ "sendmail", K_PATH, OFF(sendmail), 0, 0, NULL,
-	    "/usr/sbin/sendmail" },
-	{ "inject", K_ENUM, OFF(inject), 0, 0, inject_names, "envelope" },
+	    "/usr/sbin/sendmail", NULL },
+	{ "inject", K_ENUM, OFF(inject), 0, 0, inject_names, "envelope", NULL },
 	{ "max-message-size", K_UINT, OFF(max_message_size), 1,
-	    UINT64_C(1) << 40, NULL, "36700160" },
-	{ "max-recipients", K_UINT, OFF(max_recipients), 1, 100000, NULL,
-	    "100" },
+	    UINT64_C(1) << 40, NULL, "36700160", NULL },
+	/* RCPTS_MAX: all recipients must fit in one argv (smtpauthd.h) */
+	{ "max-recipients", K_UINT, OFF(max_recipients), 1, RCPTS_MAX, NULL,
+	    "100", "all recipients go into sendmail's argument list" },
 	{ "max-auth-failures", K_UINT, OFF(max_auth_failures), 1, 1000, NULL,
-	    "3" },
-	{ "max-errors", K_UINT, OFF(max_errors), 1, 1000, NULL, "10" },
+	    "3", NULL },
+	{ "max-errors", K_UINT, OFF(max_errors), 1, 1000, NULL, "10", NULL },
 	{ "auth-failure-delay", K_UINT, OFF(auth_failure_delay), 0, 60, NULL,
-	    "2" },
-	{ "timeout", K_UINT, OFF(timeout), 1, 86400, NULL, "300" },
-	{ "data-timeout", K_UINT, OFF(data_timeout), 1, 86400, NULL, "600" },
+	    "2", NULL },
+	{ "timeout", K_UINT, OFF(timeout), 1, 86400, NULL, "300", NULL },
+	{ "data-timeout", K_UINT, OFF(data_timeout), 1, 86400, NULL, "600",
+	    NULL },
 	{ "sendmail-timeout", K_UINT, OFF(sendmail_timeout), 1, 86400, NULL,
-	    "300" },
-	{ "spool-dir", K_PATH, OFF(spool_dir), 0, 0, NULL, "/var/tmp" },
-	{ "privsep-user", K_NAME, OFF(privsep_user), 0, 0, NULL, "smtpauthd" },
+	    "300", NULL },
+	/* A login shell's umask, which MTAs expect, not smtpauthd's 077. */
+	{ "sendmail-umask", K_OCTAL, OFF(sendmail_umask), 0, 0777, NULL,
+	    "022", NULL },
+	{ "spool-dir", K_PATH, OFF(spool_dir), 0, 0, NULL, "/var/tmp", NULL },
+	{ "privsep-user", K_NAME, OFF(privsep_user), 0, 0, NULL, "smtpauthd",
+	    NULL },
 	{ "privsep-dir", K_PATH, OFF(privsep_dir), 0, 0, NULL,
-	    "/run/smtpauthd" },
+	    "/run/smtpauthd", NULL },
 };
 
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -111,6 +120,22 @@ parse_uint(const char *s, uint64_t *v)
 			return -1;
 		n = n * 10 + (uint64_t)(*s - '0');
 	}
+	*v = n;
+	return 0;
+}
+
+/* 1 to 4 octal digits, as umask(1) takes them. */
+static int
+parse_octal(const char *s, uint64_t *v)
+{
+	uint64_t n = 0;
+	size_t	 len;
+
+	len = strlen(s);
+	if (len == 0 || len > 4 || strspn(s, "01234567") != len)
+		return -1;
+	for (; *s != '\0'; s++)
+		n = n * 8 + (uint64_t)(*s - '0');
 	*v = n;
 	return 0;
 }
@@ -218,7 +243,20 @@ conf_set(struct config *cf, const char *key, const char *value,
 	case K_UINT:
 		if (parse_uint(value, &n) == -1 || n < k->min || n > k->max) {
 			conf_error(cf, "%s: %s: \"%s\" is not a number from "
-			    "%llu to %llu", where, key, value,
+			    "%llu to %llu%s%s%s", where, key, value,
+			    (unsigned long long)k->min,
+			    (unsigned long long)k->max,
+			    k->why_max != NULL ? " (" : "",
+			    k->why_max != NULL ? k->why_max : "",
+			    k->why_max != NULL ? ")" : "");
+			return -1;
+		}
+		*(uint64_t *)(base + k->offset) = n;
+		return 0;
+	case K_OCTAL:
+		if (parse_octal(value, &n) == -1 || n < k->min || n > k->max) {
+			conf_error(cf, "%s: %s: \"%s\" is not an octal number "
+			    "from %03llo to %03llo", where, key, value,
 			    (unsigned long long)k->min,
 			    (unsigned long long)k->max);
 			return -1;
@@ -407,6 +445,10 @@ conf_print(const struct config *cf, FILE *out)
 			fprintf(out, "%s %llu\n", k->name, (unsigned long long)
 			    *(const uint64_t *)(base + k->offset));
 			break;
+		case K_OCTAL:
+			fprintf(out, "%s %03llo\n", k->name, (unsigned long long)
+			    *(const uint64_t *)(base + k->offset));
+			break;
 		case K_ENUM:
 			fprintf(out, "%s %s\n", k->name,
 			    k->names[*(const int *)(base + k->offset)]);
@@ -463,6 +505,29 @@ check_tls(struct config *cf, FILE *report)
 }
 
 /*
+ * RCPTS_MAX fits the usual ARG_MAX; a smaller stack limit (ARG_MAX is a
+ * quarter of it) may make max-recipients longest addresses too many for
+ * one execve of sendmail.  -t runs with the limits of whoever runs it,
+ * so this is a warning, not an error.
+ */
+static void
+check_arg_max(const struct config *cf, FILE *report)
+{
+	long		 arg_max;
+	uint64_t	 need;
+
+	arg_max = sysconf(_SC_ARG_MAX);
+	need = cf->max_recipients * RCPT_ARG_COST + ARGV_FIXED_MAX;
+	if (arg_max > 0 && need > (uint64_t)arg_max)
+		fprintf(report, "smtpauthd: warning: max-recipients %llu: the "
+		    "longest addresses would take %llu octets of sendmail's "
+		    "arguments, more than this system's ARG_MAX (%ld; a "
+		    "quarter of the stack limit)\n",
+		    (unsigned long long)cf->max_recipients,
+		    (unsigned long long)need, arg_max);
+}
+
+/*
  * -t: beyond the syntax already checked while loading, is each thing the
  * configuration names usable?  Returns the number of problems.
  */
@@ -509,6 +574,7 @@ conf_check(struct config *cf, FILE *report)
 	    st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0))
 		conf_error(cf, "privsep-dir %s: must be a directory owned by "
 		    "root and writable by no one else", cf->privsep_dir);
+	check_arg_max(cf, report);
 	if (cf->max_message_size > SIZE_MAX / 2)
 		conf_error(cf, "max-message-size %llu: too large for this "
 		    "machine", (unsigned long long)cf->max_message_size);

@@ -19,28 +19,37 @@
  *                  u32 ulen, u32 plen, user[ulen], password[plen]
  *     SUBMIT       u32 type=2, char id[16], u32 nrcpts, u32 slen, sender[slen]
  *     RCPT         u32 type=3, u32 len, address[len]   (nrcpts of them)
+ *     SPOOL        u32 type=5: an empty spool file for the next message
  *   monitor -> session
  *     READY        u32 type=4, once, when the monitor has let go of the
  *                  client connection: only then does the session begin
  *     AUTH reply   u32 type=1, u32 result (auth_result), u32 rlen,
  *                  u32 clen, reason[rlen], canonical user[clen]
  *     SUBMIT reply u32 type=2, u32 code, u32 tlen, text[tlen]
+ *     SPOOL reply  u32 type=5, u32 result (0 a file, 1 none could be
+ *                  made), the file's descriptor (SCM_RIGHTS) with 0
  *
  * The monitor runs each password check in a child of its own, killed with
  * its children when it has not answered within `timeout`, so that a PAM
  * stack that hangs answers 454 instead of holding the connection for ever.
  *
  * The monitor checks every request again - lengths, characters, counts -
- * and the order: no SUBMIT before a successful AUTH, no AUTH after one, at
- * most max-auth-failures AUTHs, the RCPTs of a SUBMIT and nothing else.
- * Anything else is logged and ends the connection with nothing injected.
- * The message itself never crosses the channel: the monitor opened the
- * spool file before the fork and runs sendmail on its own descriptor.
+ * and the order: no SUBMIT or SPOOL before a successful AUTH, no AUTH after
+ * one, at most max-auth-failures AUTHs, the RCPTs of a SUBMIT and nothing
+ * else.  Anything else is logged and ends the connection with nothing
+ * injected.  The message itself never crosses the channel: the monitor
+ * creates each spool file (the chrooted session could not), keeps a
+ * descriptor of it, and runs sendmail on a read-only one of its own.  Each
+ * message gets a new file: the first is made before the fork (so that a
+ * spool-dir that does not work refuses the connection), the next one
+ * after each SUBMIT, and a file handed out but never submitted is not
+ * handed out again.
  */
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -88,6 +97,10 @@
 #define MSG_SUBMIT	2
 #define MSG_RCPT	3
 #define MSG_READY	4	/* monitor -> session, once: go ahead */
+#define MSG_SPOOL	5
+
+#define SPOOL_OK	0	/* the descriptor comes with the reply */
+#define SPOOL_NONE	1
 
 #define MECH_PLAIN	1
 #define MECH_LOGIN	2
@@ -198,6 +211,51 @@ packet_recv(int fd, struct packet *p)
 	return 0;
 }
 
+/*
+ * A reply that may carry a descriptor (SCM_RIGHTS): *passed is it, or -1.
+ * A descriptor that did not fit (RLIMIT_NOFILE) is simply not there.
+ */
+static int
+packet_recv_fd(int fd, struct packet *p, int *passed)
+{
+	union {
+		struct cmsghdr	 hdr;
+		char		 buf[CMSG_SPACE(sizeof(int))];
+	} cmsg;
+	struct msghdr	 msg;
+	struct iovec	 iov;
+	struct cmsghdr	*c;
+	ssize_t		 n;
+
+	*passed = -1;
+	memset(p, 0, sizeof(*p));
+	memset(&msg, 0, sizeof(msg));
+	iov.iov_base = p->buf;
+	iov.iov_len = sizeof(p->buf);
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cmsg.buf;
+	msg.msg_controllen = sizeof(cmsg.buf);
+	do
+		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+	while (n == -1 && errno == EINTR);
+	if (n <= 0)
+		return -1;	/* every reply has octets: 0 is the end */
+	for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+		    c->cmsg_len != CMSG_LEN(sizeof(int)))
+			continue;
+		if (*passed == -1)
+			memcpy(passed, CMSG_DATA(c), sizeof(int));
+	}
+	if ((size_t)n > sizeof(p->buf) || (msg.msg_flags & MSG_TRUNC)) {
+		p->bad = 1;
+		p->len = sizeof(p->buf);
+	} else
+		p->len = (size_t)n;
+	return 0;
+}
+
 /* Every octet accounted for. */
 static int
 packet_done(const struct packet *p)
@@ -208,7 +266,6 @@ packet_done(const struct packet *p)
 /* ---- the session's side of the channel ---- */
 
 static int	channel = -1;	/* the session's end */
-static int	shared_spool = -1;
 
 /*
  * For tests/monitor-probe only: when set, the confined session runs this
@@ -297,17 +354,32 @@ priv_submit(const struct config *cf, const struct envelope *env,
 	return code == 250 ? 0 : -1;
 }
 
-/* The one spool file, emptied for the next message. */
+/* A new, empty spool file from the monitor, for one message. */
 static int
 priv_spool(const struct config *cf)
 {
+	struct packet	 p;
+	uint32_t	 result;
+	int		 fd;
+
 	(void)cf;
-	if (ftruncate(shared_spool, 0) == -1 ||
-	    lseek(shared_spool, 0, SEEK_SET) == -1) {
-		log_msg(LOG_ERR, "spool: %s", strerror(errno));
-		return -1;
-	}
-	return dup(shared_spool);
+	memset(&p, 0, sizeof(p));
+	put_u32(&p, MSG_SPOOL);
+	if (packet_send(channel, &p) == -1 ||
+	    packet_recv_fd(channel, &p, &fd) == -1)
+		monitor_gone();
+	if (get_u32(&p) != MSG_SPOOL)
+		monitor_gone();
+	result = get_u32(&p);
+	if (!packet_done(&p) || (result != SPOOL_OK && result != SPOOL_NONE))
+		monitor_gone();
+	if (result == SPOOL_OK && fd != -1)
+		return fd;
+	if (fd != -1)
+		close(fd);
+	log_msg(LOG_ERR, "spool: %s", result == SPOOL_OK ? "its descriptor "
+	    "did not arrive" : "the monitor could not create one");
+	return -1;
 }
 
 static const struct backend privsep_backend = {
@@ -320,7 +392,8 @@ struct monitor {
 	const struct config	*cf;
 	const char		*peer;
 	int			 channel;
-	int			 spool;
+	int			 spool;		/* the next message's, or -1 */
+	int			 spool_given;	/* the session has it */
 	int			 authenticated;
 	uint64_t		 auth_requests;
 	char			 user[AUTH_USER_MAX + 1];
@@ -576,6 +649,77 @@ monitor_auth(struct monitor *m, struct packet *p)
 	return packet_send(m->channel, p);
 }
 
+/*
+ * The spool file a message has been in is never used again: not by the
+ * session for the next message, whatever sendmail left running with its
+ * copy.  -1 when no file can be made now (spool_open() logged why); the
+ * next SPOOL tries again.
+ */
+static void
+monitor_new_spool(struct monitor *m)
+{
+	if (m->spool != -1)
+		close(m->spool);
+	m->spool = spool_open(m->cf);
+	m->spool_given = 0;
+}
+
+/* The SPOOL reply, with the file's descriptor when there is one. */
+static int
+send_spool_reply(int fd, int spool)
+{
+	union {
+		struct cmsghdr	 hdr;
+		char		 buf[CMSG_SPACE(sizeof(int))];
+	} cmsg;
+	struct packet	 p;
+	struct msghdr	 msg;
+	struct iovec	 iov;
+	struct cmsghdr	*c;
+	ssize_t		 n;
+
+	memset(&p, 0, sizeof(p));
+	put_u32(&p, MSG_SPOOL);
+	put_u32(&p, spool != -1 ? SPOOL_OK : SPOOL_NONE);
+	memset(&cmsg, 0, sizeof(cmsg));
+	memset(&msg, 0, sizeof(msg));
+	iov.iov_base = p.buf;
+	iov.iov_len = p.len;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if (spool != -1) {
+		msg.msg_control = cmsg.buf;
+		msg.msg_controllen = sizeof(cmsg.buf);
+		c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &spool, sizeof(int));
+	}
+	do
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	while (n == -1 && errno == EINTR);
+	return n == (ssize_t)p.len ? 0 : -1;
+}
+
+/*
+ * A file handed out before and not submitted (a message refused for its
+ * size, say) is replaced: each message is alone in its file.
+ */
+static int
+monitor_spool(struct monitor *m, struct packet *p)
+{
+	if (!m->authenticated)
+		monitor_refuse("SPOOL before a successful AUTH");
+	if (!packet_done(p))
+		monitor_refuse("malformed SPOOL");
+	if (m->spool == -1 || m->spool_given)
+		monitor_new_spool(m);
+	if (m->spool != -1)
+		m->spool_given = 1;
+	return send_spool_reply(m->channel, m->spool);
+}
+
 static int
 queue_id_valid(const char *id)
 {
@@ -622,7 +766,15 @@ monitor_submit(struct monitor *m, struct packet *p)
 		env.rcpts[i] = xstrdup(rcpt);
 		env.nrcpts++;
 	}
-	relay_submit(m->cf, &env, m->spool, m->user, id, &reply);
+	if (m->spool != -1)
+		relay_submit(m->cf, &env, m->spool, m->user, id, &reply);
+	else {
+		/* No file since the last one failed, and no SPOOL asked. */
+		reply.code = 451;
+		snprintf(reply.text, sizeof(reply.text), "4.3.0 Local error "
+		    "in processing");
+	}
+	monitor_new_spool(m);
 	for (i = 0; i < env.nrcpts; i++)
 		free(env.rcpts[i]);
 	free(env.rcpts);
@@ -651,6 +803,9 @@ monitor_loop(struct monitor *m)
 			break;
 		case MSG_SUBMIT:
 			rc = monitor_submit(m, &p);
+			break;
+		case MSG_SPOOL:
+			rc = monitor_spool(m, &p);
 			break;
 		default:
 			monitor_refuse("unknown request");
@@ -729,8 +884,8 @@ install_seccomp(void)
 	static const char *const needed[] = {
 		"read", "write", "readv", "writev", "close", "poll", "ppoll",
 		"lseek", "ftruncate", "fstat", "newfstatat", "dup",
-		"recvfrom", "setsockopt", "getsockopt", "brk", "munmap",
-		"mremap", "madvise",
+		"recvfrom", "recvmsg", "setsockopt", "getsockopt", "brk",
+		"munmap", "mremap", "madvise",
 		"futex", "clock_gettime", "clock_nanosleep", "nanosleep",
 		"gettimeofday", "getrandom", "getpid", "gettid",
 		"rt_sigreturn", "rt_sigprocmask", "restart_syscall",
@@ -979,7 +1134,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	struct sigaction stop;
 	const char	*why;
 	size_t		 i;
-	int		 sv[2], status, devnull;
+	int		 sv[2], status, devnull, spool;
 	pid_t		 pid, monitor_pid;
 
 	if (geteuid() == 0) {
@@ -998,7 +1153,8 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 		if (check_privsep_dir(cf->privsep_dir) == -1)
 			return setup_failed(cf, peer, EX_CONFIG_);
 	}
-	if ((shared_spool = spool_open(cf)) == -1)
+	/* The first message's, made now: a spool-dir that fails is found. */
+	if ((spool = spool_open(cf)) == -1)
 		return setup_failed(cf, peer, EX_TEMPFAIL_);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_msg(LOG_ERR, "socketpair: %s", strerror(errno));
@@ -1011,6 +1167,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	}
 	if (pid == 0) {
 		close(sv[0]);
+		close(spool);	/* the monitor hands it over with SPOOL */
 		channel = sv[1];
 		confine(cf, pw, monitor_pid);
 		wait_for_monitor();
@@ -1049,7 +1206,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	m.cf = cf;
 	m.peer = peer;
 	m.channel = sv[0];
-	m.spool = shared_spool;
+	m.spool = spool;
 	monitor_loop(&m);
 	close(m.channel);
 	while (waitpid(pid, &status, 0) == -1)

@@ -5,9 +5,10 @@
  *
  * relay_submit() is the seam privilege separation puts behind a process
  * boundary (privsep.c): an envelope and a spool descriptor in, a reply out.
- * sendmail gets the envelope in argv (never through a shell), the spool as
- * standard input, a fixed environment and no other descriptors, and is
- * killed with its whole process group when it takes too long.
+ * sendmail gets the envelope in argv (never through a shell), a read-only
+ * descriptor of the spool as standard input, a fixed environment, umask
+ * sendmail-umask and no other descriptors, and is killed with its whole
+ * process group when it takes too long.
  */
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -158,11 +159,13 @@ relay_received(const struct config *cf, int fd, const char *helo,
 	if (env->nrcpts == 1)
 		snprintf(forpart, sizeof(forpart), "\n\tfor <%s>",
 		    env->rcpts[0]);
+	/* RFC 5321 4.1.3: an IPv6 address literal is tagged "IPv6:". */
 	n = snprintf(hdr, sizeof(hdr),
-	    "Received: from %s ([%s])\n"
+	    "Received: from %s ([%s%s])\n"
 	    "\tby %s (smtpauthd) with %s id %s%s%s\n"
 	    "\t(authenticated user %s)%s; %s\n",
-	    safe_helo[0] != '\0' ? safe_helo : "unknown", peer,
+	    safe_helo[0] != '\0' ? safe_helo : "unknown",
+	    strchr(peer, ':') != NULL ? "IPv6:" : "", peer,
 	    cf->hostname, tls_info != NULL ? "ESMTPSA" : "ESMTPA", queue_id,
 	    tls_info != NULL ? "\n\t" : "", tls_info != NULL ? tls_info : "",
 	    safe_user, forpart, date);
@@ -239,6 +242,29 @@ become_user(const struct runas *ra)
 	return 0;
 }
 
+/*
+ * sendmail's own descriptor of the spool, opened read-only through
+ * /proc/self/fd (the file is unnamed): whatever sendmail leaves running
+ * with it after its exit - a background delivery keeps its standard
+ * input - can read this message, never change it.  Opened by the monitor,
+ * as the spool's owner, before the fork and the user switch; the offset
+ * is sendmail's alone, so that status_reply() sees how far it read.
+ */
+static int
+spool_reopen_read_only(int spool_fd, const char *queue_id)
+{
+	char	 path[64];
+	int	 fd;
+
+	if ((size_t)snprintf(path, sizeof(path), "/proc/self/fd/%d",
+	    spool_fd) >= sizeof(path))
+		return -1;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
+		log_msg(LOG_ERR, "id=%s: reopening the spool read-only: %s: %s",
+		    queue_id, path, strerror(errno));
+	return fd;
+}
+
 /* In the child: never returns. */
 static void
 exec_sendmail(const struct config *cf, char *const argv[],
@@ -269,6 +295,7 @@ exec_sendmail(const struct config *cf, char *const argv[],
 	}
 	if (chdir("/") == -1)
 		_exit(71);
+	(void)umask((mode_t)cf->sendmail_umask);
 	execve(cf->sendmail, argv, envp);
 	dprintf(2, "smtpauthd: execve %s: %s\n", cf->sendmail, strerror(errno));
 	_exit(71);
@@ -472,7 +499,7 @@ relay_submit(const struct config *cf, const struct envelope *env,
 	struct runas		 ra;
 	struct stderr_log	*sl;
 	char			**argv;
-	int			 pipefd[2], status;
+	int			 pipefd[2], status, in_fd;
 	pid_t			 pid;
 
 	if (!envelope_safe(env)) {
@@ -485,9 +512,14 @@ relay_submit(const struct config *cf, const struct envelope *env,
 		set_reply(reply, 451, tempfail_text);
 		return -1;
 	}
+	if ((in_fd = spool_reopen_read_only(spool_fd, queue_id)) == -1) {
+		set_reply(reply, 451, tempfail_text);
+		return -1;
+	}
 	if (pipe2(pipefd, O_CLOEXEC) == -1) {
 		log_msg(LOG_ERR, "pipe: %s", strerror(errno));
 		set_reply(reply, 451, tempfail_text);
+		close(in_fd);
 		return -1;
 	}
 	argv = build_argv(cf, env);
@@ -496,12 +528,13 @@ relay_submit(const struct config *cf, const struct envelope *env,
 		set_reply(reply, 451, tempfail_text);
 		close(pipefd[0]);
 		close(pipefd[1]);
+		close(in_fd);
 		free(argv);
 		return -1;
 	}
 	if (pid == 0) {
 		close(pipefd[0]);
-		exec_sendmail(cf, argv, &ra, spool_fd, pipefd[1]);
+		exec_sendmail(cf, argv, &ra, in_fd, pipefd[1]);
 	}
 	(void)setpgid(pid, pid);	/* whichever of the two runs first */
 	/*
@@ -515,7 +548,8 @@ relay_submit(const struct config *cf, const struct envelope *env,
 	    (int64_t)cf->sendmail_timeout * 1000, sl);
 	close(pipefd[0]);
 	log_stderr(sl, queue_id);
-	status_reply(status, spool_fd, reply, queue_id);
+	status_reply(status, in_fd, reply, queue_id);
+	close(in_fd);
 	free(argv);
 	free(sl);
 	return reply->code == 250 ? 0 : -1;

@@ -34,6 +34,29 @@
 #define PEER_MAX		64	/* an IPv6 text address fits */
 #define QUEUE_ID_LEN		16
 
+/*
+ * The ceiling of max-recipients.  Every recipient becomes one argument of
+ * sendmail, and execve(2) fails (E2BIG, a 451 for every retry) when the
+ * arguments and the environment exceed the kernel's limit: on Linux a
+ * quarter of RLIMIT_STACK (sysconf(_SC_ARG_MAX), 2 MiB with the usual
+ * 8 MiB stack, at most 6 MiB), counting each string with its NUL and one
+ * pointer (8 octets) for each.  The worst case at 5000 recipients:
+ *   recipients, SMTP_PATH_MAX - 2 = 254 octets each:
+ *     5000 * (254 + 1 + 8)                             1315000
+ *   the program (PATH_MAX), -i, -t, -f, the sender, --:   4400
+ *   the environment (HOME up to 1100, USER and LOGNAME
+ *     up to 300 each, PATH, SHELL, pointers):              1800
+ *   in all                                          ~  1321200
+ * 63% of 2 MiB: the rest is room for an MTA whose sendmail passes its
+ * arguments on to another program with some of its own.  No argument is
+ * near the kernel's limit for one string (MAX_ARG_STRLEN, 128 KiB).
+ * smtpauthd -t warns when max-recipients does not fit the ARG_MAX it
+ * finds (a stack limit below 8 MiB).
+ */
+#define RCPTS_MAX		5000
+#define RCPT_ARG_COST		(SMTP_PATH_MAX - 2 + 1 + sizeof(char *))
+#define ARGV_FIXED_MAX		6200	/* all but the recipients, above */
+
 /* ---- configuration (conf.c) ---- */
 
 enum auth_backend { AUTH_PAM, AUTH_FILE };
@@ -62,6 +85,7 @@ struct config {
 	uint64_t	 timeout;
 	uint64_t	 data_timeout;
 	uint64_t	 sendmail_timeout;
+	uint64_t	 sendmail_umask;
 	char		*spool_dir;
 	char		*privsep_user;
 	char		*privsep_dir;

@@ -21,11 +21,18 @@
  *   fdinfo   "N TARGET" a line: readlink of /proc/self/fd/N
  *   cwd      the working directory
  *   pgid     "pid=P pgid=G sid=S ppid=Q\n"
- *   stat0    "mode=OCTAL uid=U size=BYTES offset=OFF\n" for descriptor 0
+ *   stat0    "mode=OCTAL uid=U size=BYTES offset=OFF type=T access=A
+ *            dev=D ino=I\n" for descriptor 0 (A: rdonly, wronly or rdwr,
+ *            from fcntl F_GETFL)
  *   sigs     the SigBlk and SigIgn lines of /proc/self/status
  *   umask    the inherited umask, octal
  *   message  the bytes read from stdin
- *   childpid (with the "child" knob) the pid of a forked grandchild
+ *   childpid (with the "child" or "tamper" knob) the pid of a forked
+ *            grandchild
+ *   tamper   (with the "tamper" knob, in call-1) "write=ok" or
+ *            "write=error:ERRNO": what the grandchild's write to offset 0
+ *            of the descriptor 0 it kept did, once call-2 had started
+ *   tamperread  what that grandchild then read there (up to 4096 octets)
  *   status   "done\n" when the run finished normally (before exiting)
  *
  * Knobs, files in DIR each holding a number:
@@ -35,6 +42,11 @@
  *   signal     kill itself with this signal at the end
  *   readlimit  read only this many bytes of stdin, then exit 0 at once
  *   child      fork a grandchild that sleeps this many seconds
+ *   tamper     seconds: call-1 forks a grandchild that keeps descriptor 0
+ *              (as an MTA's background delivery would) and, once call-2
+ *              has started, tries to overwrite the start of what it
+ *              reads; call-2 and later wait (at most this long) for that
+ *              before reading their message
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -157,12 +169,88 @@ buf_printf(struct buf *b, const char *fmt, ...)
 }
 
 static void
+sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000,
+	    .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+static void
 sleep_seconds(long long s)
 {
 	struct timespec ts = { .tv_sec = (time_t)s, .tv_nsec = 0 };
 
 	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
 		;
+}
+
+static int
+exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+/*
+ * The "tamper" knob: what a background child of the MTA that kept its
+ * standard input could do to the next message of the same connection.
+ */
+static void
+tamper(long long secs)
+{
+	char path[sizeof dir + 64], buf[4096];
+	struct buf b = { 0 };
+	long long waited;
+	ssize_t n;
+	pid_t pid;
+	int fd;
+
+	if (strcmp(strrchr(calldir, '/'), "/call-1") != 0) {
+		/* A later call: let call-1's grandchild do its worst first. */
+		snprintf(path, sizeof path, "%s/call-1/tamper", dir);
+		for (waited = 0; !exists(path) && waited < secs * 100; waited++)
+			sleep_ms(10);
+		return;
+	}
+	if ((pid = fork()) == -1)
+		die("fork");
+	if (pid > 0) {
+		buf_printf(&b, "%ld\n", (long)pid);
+		put("childpid", b.p, b.len);
+		free(b.p);
+		return;
+	}
+	/* Off the monitor's stderr pipe; descriptor 0 kept. */
+	if ((fd = open("/dev/null", O_WRONLY)) != -1) {
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	snprintf(path, sizeof path, "%s/call-2/pid", dir);
+	for (waited = 0; !exists(path) && waited < secs * 100; waited++)
+		sleep_ms(10);
+	if (pwrite(0, "TAMPERED", 8, 0) == 8)
+		buf_printf(&b, "write=ok\n");
+	else
+		buf_printf(&b, "write=error:%s\n", strerrorname_np(errno));
+	n = pread(0, buf, sizeof buf, 0);
+	put("tamperread", buf, n > 0 ? (size_t)n : 0);
+	/* Whole when it appears: call-2 goes on as soon as it exists. */
+	put("tamper.tmp", b.p, b.len);
+	{
+		char from[sizeof calldir + 16], to[sizeof calldir + 16];
+
+		snprintf(from, sizeof from, "%s/tamper.tmp", calldir);
+		snprintf(to, sizeof to, "%s/tamper", calldir);
+		if (rename(from, to) == -1)
+			die(to);
+	}
+	_exit(0);
 }
 
 int
@@ -262,13 +350,20 @@ main(int argc, char **argv)
 	put("pgid", b.p, b.len);
 	b.len = 0;
 
-	if (fstat(0, &st) == 0)
-		buf_printf(&b, "mode=%o uid=%ld size=%lld offset=%lld type=%s\n",
+	if (fstat(0, &st) == 0) {
+		int fl = fcntl(0, F_GETFL);
+
+		buf_printf(&b, "mode=%o uid=%ld size=%lld offset=%lld type=%s "
+		    "access=%s dev=%llu ino=%llu\n",
 		    (unsigned)(st.st_mode & 07777), (long)st.st_uid,
 		    (long long)st.st_size, (long long)lseek(0, 0, SEEK_CUR),
 		    S_ISREG(st.st_mode) ? "file" : S_ISFIFO(st.st_mode) ?
-		    "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "other");
-	else
+		    "fifo" : S_ISSOCK(st.st_mode) ? "socket" : "other",
+		    fl == -1 ? "error" : (fl & O_ACCMODE) == O_RDONLY ?
+		    "rdonly" : (fl & O_ACCMODE) == O_WRONLY ? "wronly" : "rdwr",
+		    (unsigned long long)st.st_dev,
+		    (unsigned long long)st.st_ino);
+	} else
 		buf_printf(&b, "error=%s\n", strerror(errno));
 	put("stat0", b.p, b.len);
 	b.len = 0;
@@ -302,6 +397,13 @@ main(int argc, char **argv)
 			put("childpid", b.p, b.len);
 			b.len = 0;
 		}
+	}
+
+	{
+		long long secs = knob("tamper", 0);
+
+		if (secs > 0)
+			tamper(secs);
 	}
 
 	/* The message. */

@@ -573,12 +573,14 @@ def received_re(helo=r"[^\s()\\]+", ip=PEER, user="alice", rcpt=None,
                 host=HOSTNAME, proto=None, tls=None):
     """The exact shape of our Received: header (spec, relay.c).  tls is
     None (plaintext: ESMTPA) or (version, cipher), regular expressions for
-    the "(using VERSION with cipher CIPHER)" comment (ESMTPSA)."""
+    the "(using VERSION with cipher CIPHER)" comment (ESMTPSA).  An IPv6 ip
+    is written [IPv6:ip] (RFC 5321 4.1.3); the group ip is the address."""
     if proto is None:
         proto = "ESMTPA" if tls is None else "ESMTPSA"
-    r = (r"Received: from (?P<helo>%s) \(\[(?P<ip>%s)\]\)\n"
+    r = (r"Received: from (?P<helo>%s) \(\[%s(?P<ip>%s)\]\)\n"
          r"\tby %s \(smtpauthd\) with %s id (?P<id>[0-9A-Fa-f]{16})\n"
-         % (helo, re.escape(ip), re.escape(host), proto))
+         % (helo, "IPv6:" if ":" in ip else "", re.escape(ip),
+            re.escape(host), proto))
     if tls is not None:
         r += (r"\t\(using (?P<tls_version>%s) with cipher (?P<tls_cipher>%s)\)\n"
               % tls)

@@ -12,7 +12,7 @@ KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
         "tls", "tls-cert", "tls-key", "sendmail", "inject", "max-message-size",
         "max-recipients", "max-auth-failures", "max-errors",
         "auth-failure-delay", "timeout", "data-timeout", "sendmail-timeout",
-        "spool-dir", "privsep-user"]
+        "sendmail-umask", "spool-dir", "privsep-user"]
 
 DEFAULTS = {
     "auth": "pam", "pam-service": "smtpauthd",
@@ -22,6 +22,7 @@ DEFAULTS = {
     "max-message-size": "36700160", "max-recipients": "100",
     "max-auth-failures": "3", "max-errors": "10", "auth-failure-delay": "2",
     "timeout": "300", "data-timeout": "600", "sendmail-timeout": "300",
+    "sendmail-umask": "022",
     "spool-dir": "/var/tmp", "privsep-user": "smtpauthd",
 }
 
@@ -104,6 +105,8 @@ BAD_LINES = [
     ("size-overflow", "max-message-size 99999999999999999999999", "max-message-size"),
     ("size-trailing", "max-message-size 10x", "max-message-size"),
     ("max-recipients", "max-recipients many", "max-recipients"),
+    ("max-recipients-over-argv", "max-recipients 5001", "max-recipients"),
+    ("max-recipients-old-max", "max-recipients 100000", "max-recipients"),
     ("max-auth-failures", "max-auth-failures -3", "max-auth-failures"),
     ("max-errors", "max-errors ten", "max-errors"),
     ("auth-failure-delay", "auth-failure-delay soon", "auth-failure-delay"),
@@ -111,6 +114,11 @@ BAD_LINES = [
     ("timeout-empty", "timeout", "timeout"),
     ("data-timeout", "data-timeout -5", "data-timeout"),
     ("sendmail-timeout", "sendmail-timeout forever", "sendmail-timeout"),
+    ("sendmail-umask-8", "sendmail-umask 028", "sendmail-umask"),
+    ("sendmail-umask-big", "sendmail-umask 1000", "sendmail-umask"),
+    ("sendmail-umask-long", "sendmail-umask 00022", "sendmail-umask"),
+    ("sendmail-umask-hex", "sendmail-umask 0x12", "sendmail-umask"),
+    ("sendmail-umask-empty", "sendmail-umask", "sendmail-umask"),
     ("sendmail-missing", "sendmail /nonexistent/sendmail", "sendmail"),
     ("passwd-file-missing", "passwd-file /nonexistent/passwd", "passwd-file"),
 ]
@@ -221,3 +229,12 @@ def test_config_error_at_connection(env, how):
 def test_unknown_option(env):
     r = env.run(["-Z"])
     assert r.returncode != 0
+
+
+@pytest.mark.parametrize("value,printed", [("7", "007"), ("027", "027"),
+                                           ("0002", "002"), ("777", "777")])
+def test_T_sendmail_umask_octal(env, value, printed):
+    """sendmail-umask is octal in and out, three digits as umask(1) prints."""
+    r = env.run(["-T", "-f", "/dev/null", "-o", "sendmail-umask=" + value])
+    assert r.returncode == 0, r
+    assert parse_T(r.stdout)["sendmail-umask"] == printed

@@ -732,6 +732,7 @@ def rcpt_pkt(addr):
     return u32(3, len(addr)) + addr
 
 
+SPOOL = u32(5)
 AUTH_OK = auth_pkt("alice", USERS["alice"])
 AUTH_BAD = auth_pkt("alice", "Not-The-Password")
 SUBMIT1 = submit_pkt("alice@example.org", 1)
@@ -858,6 +859,17 @@ def test_probe_two_messages(env, probe_bin):
     assert len(env.calls()) == 2
 
 
+def test_probe_spool(env, probe_bin):
+    """SPOOL after AUTH: a file each time (the descriptor itself is
+    dropped by the probe's recv()); a SUBMIT still works after it."""
+    r = probe(env, probe_bin, [AUTH_OK, RECV, SPOOL, RECV, SPOOL, RECV,
+                               SUBMIT1, RCPT1, RECV])
+    assert r.status == 0, r
+    assert r.replies[1] == u32(5, 0) and r.replies[2] == u32(5, 0), r
+    assert submit_reply(r.replies[3])[0] == 250, r
+    assert REFUSED not in r.log
+
+
 LONG = "a" * 300
 REFUSALS = {
     # order
@@ -875,6 +887,14 @@ REFUSALS = {
                                       AUTH_OK, RECV],
                                      "more AUTH requests than max-auth-failures"),
     "rcpt-outside-submit": ([AUTH_OK, RECV, RCPT1, RECV], "unknown request"),
+    "spool-before-auth": ([SPOOL, RECV], "SPOOL before a successful AUTH"),
+    "spool-after-failed-auth": ([AUTH_BAD, RECV, SPOOL, RECV],
+                                "SPOOL before a successful AUTH"),
+    "spool-trailing-bytes": ([AUTH_OK, RECV, SPOOL + b"x", RECV],
+                             "malformed SPOOL"),
+    "spool-among-rcpts": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 2),
+                           RCPT1, SPOOL, RECV],
+                          "SUBMIT without its recipients"),
     "auth-among-rcpts": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 2),
                           RCPT1, AUTH_OK, RECV],
                          "SUBMIT without its recipients"),

@@ -241,3 +241,126 @@ def test_sendmail_missing_program(env):
     r = c.transaction()
     assert r.code in (451, 554), r
     env.no_calls()
+
+
+# ---------------------------------------------------------------- the spool
+
+def test_spool_read_only_and_one_file_per_message(env):
+    """sendmail's standard input is a read-only descriptor, and each message
+    of a connection is in a file of its own: a background child of the
+    first sendmail that kept its standard input after the 250 can neither
+    rewrite the second message nor read it (issue 10, item 9)."""
+    env.knob("tamper", 10)
+    c = env.session()
+    check(c.transaction(rcpts=["first@example.net"],
+                        body=b"Subject: one\r\n\r\nfirst\r\n"), 250, "2.0.0")
+    check(c.transaction(rcpts=["second@example.net"],
+                        body=b"Subject: two\r\n\r\nsecond\r\n"), 250, "2.0.0")
+    first, second = env.calls()
+    # The attack first: the second message as the client sent it.
+    assert second.message.startswith(b"Received: "), second.message[:100]
+    assert second.body() == b"Subject: two\n\nsecond\n"
+    assert received_re(helo="client\\.example", rcpt="second@example.net"
+                       ).match(second.received().decode()), second.message
+    tamper = first.rd("tamper").decode()
+    assert tamper == "write=error:EBADF\n", tamper
+    # What the child still reads is the first message, not the second.
+    assert first.rd("tamperread") == first.message
+    assert first.body() == b"Subject: one\n\nfirst\n"
+    for call in (first, second):
+        assert call.stat0["access"] == "rdonly", call.stat0
+        assert call.stat0["offset"] == "0", call.stat0
+    assert (first.stat0["dev"], first.stat0["ino"]) != \
+        (second.stat0["dev"], second.stat0["ino"]), "one file for both"
+
+
+def test_spool_after_a_refused_message_is_new(env):
+    """A message refused before sendmail (too big) leaves its file behind
+    with the session: the next message still gets a new one."""
+    c = env.session(max_message_size=100)
+    check(c.transaction(body=b"Subject: big\r\n\r\n" + b"x" * 200 + b"\r\n"),
+          552, "5.3.4")
+    check(c.transaction(body=b"Subject: small\r\n\r\nok\r\n"), 250)
+    check(c.transaction(body=b"Subject: small\r\n\r\nagain\r\n"), 250)
+    calls = env.calls()
+    assert [x.body() for x in calls] == [b"Subject: small\n\nok\n",
+                                         b"Subject: small\n\nagain\n"]
+    assert calls[0].stat0["ino"] != calls[1].stat0["ino"]
+
+
+# ---------------------------------------------------------------- recipients
+
+RCPTS_MAX = 5000
+
+
+def longest_address(i):
+    """A distinct address of the longest length accepted (254 octets:
+    SMTP_PATH_MAX less the angle brackets; local part 64, labels 63)."""
+    local = "%05d" % i + "a" * 59
+    domain = "b" * 63 + "." + "c" * 63 + "." + "d" * 61
+    addr = local + "@" + domain
+    assert len(addr) == 254
+    return addr
+
+
+def test_max_recipients_ceiling_reaches_sendmail(env):
+    """max-recipients at its ceiling, every recipient as long as can be:
+    all of them reach sendmail in one argv (issue 10, item 10: 30000 gave
+    "Argument list too long" and a 451 for ever)."""
+    rcpts = [longest_address(i) for i in range(RCPTS_MAX)]
+    c = env.session(max_recipients=RCPTS_MAX)
+    check(c.mail("alice@example.org"), 250)
+    for start in range(0, RCPTS_MAX, 500):      # pipelined, in batches
+        batch = rcpts[start:start + 500]
+        c.send(b"".join(b"RCPT TO:<%s>\r\n" % a.encode() for a in batch))
+        for r in c.replies(len(batch), timeout=60):
+            check(r, 250, "2.1.5")
+    check(c.rcpt(longest_address(RCPTS_MAX)), 452, "4.5.3")
+    r = c.data(b"Subject: many\r\n\r\nhello\r\n", timeout=60)
+    check(r, 250, "2.0.0")
+    call = env.one_call()
+    assert call.rcpts() == rcpts
+    assert call.body() == b"Subject: many\n\nhello\n"
+
+
+def test_max_recipients_above_ceiling_refused(env):
+    path = env.write_config({"max-recipients": RCPTS_MAX})
+    r = env.run(["-t", "-f", path])
+    assert r.returncode == 0, r
+    path = env.write_config({"max-recipients": RCPTS_MAX + 1})
+    r = env.run(["-t", "-f", path])
+    assert r.returncode == 78, r
+    err = r.stderr.decode()
+    assert "max-recipients" in err and "from 1 to %d" % RCPTS_MAX in err, err
+    assert "argument list" in err, err
+
+
+# ---------------------------------------------------------------- umask
+
+@pytest.mark.parametrize("conf,want", [(None, "022"), ("027", "027"),
+                                       ("0", "000"), ("0077", "077"),
+                                       ("777", "777")])
+def test_sendmail_umask(env, conf, want):
+    """sendmail's umask: 022, what MTAs expect from a login shell, unless
+    sendmail-umask says otherwise (smtpauthd itself runs with 077)."""
+    c = env.session(sendmail_umask=conf)
+    check(c.transaction(), 250)
+    assert env.one_call().rd("umask") == want.encode() + b"\n"
+
+
+# ---------------------------------------------------------------- Received:
+
+@pytest.mark.parametrize("peer,literal", [
+    ("2001:db8::1", "[IPv6:2001:db8::1]"),
+    ("::ffff:192.0.2.7", "[IPv6:::ffff:192.0.2.7]"),
+    ("192.0.2.1", "[192.0.2.1]"),
+])
+def test_received_address_literal(env, peer, literal):
+    """RFC 5321 4.1.3: an IPv6 client is [IPv6:...] in Received:, an IPv4
+    one stays [a.b.c.d] (issue 10, item 12)."""
+    c = env.session(environ={"REMOTE_ADDR": peer})
+    check(c.transaction(), 250)
+    hdr = env.one_call().received().decode()
+    assert hdr.startswith("Received: from client.example (%s)\n" % literal), hdr
+    m = received_re(ip=peer, rcpt="rcpt@example.net").match(hdr)
+    assert m and m.group("ip") == peer, hdr

@@ -110,6 +110,12 @@ def test_right_password_runs_sendmail_as_user(env, accounts):
                         "HOME": "/home/" + U1, "USER": U1,
                         "LOGNAME": U1, "SHELL": "/bin/sh"}, call.envlist
     assert call.fds == [0, 1, 2]
+    # Reopened read-only by the monitor (root) before the user switch: the
+    # spool is root's, mode 0600, and sendmail reads it all the same.
+    assert call.stat0["access"] == "rdonly", call.stat0
+    assert call.stat0["uid"] == "0" and call.stat0["mode"] == "600", \
+        call.stat0
+    assert int(call.stat0["size"]) == len(call.message), call.stat0
     assert b"(authenticated user %s)" % U1.encode() in call.received()
     ok = [kv(e) for e in find_events(c.log, "auth") if e.startswith("auth ok")]
     assert ok and ok[0]["user"] == U1, c.log
