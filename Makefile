@@ -142,14 +142,14 @@ fuzz: fuzz-build
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # ---- the protocol tests under valgrind (see tests/valgrind/run.sh) ----
-# No test has needed deselecting for valgrind's slowdown (about 20x, and a
-# second per process start).  Deselected: the tests that look for the
-# session's seccomp filter, which the session does not install under
-# valgrind (valgrind's own system calls would meet it; see privsep.c).
+# Deselected: the tests that look for the session's seccomp filter, which
+# the session does not install under valgrind (valgrind's own system calls
+# would meet it; see privsep.c), and the one that compares the answer
+# times of failed logins, which valgrind's slowdown (about 20x) blurs.
 VALGRIND_DESELECT ?= test_session_confined or test_two_processes_over_tcp \
             or test_sendmail_as_user_through_the_monitor \
             or test_session_death_as_root or test_seccomp_kill_is_reported \
-            or test_tls_in_the_session
+            or test_tls_in_the_session or test_failures_answer_alike
 
 check-valgrind: smtpauthd tests/capture-sendmail tests/pam_counter.so
 	DESELECT='$(VALGRIND_DESELECT)' PYTHON=$(PYTHON) sh tests/valgrind/run.sh

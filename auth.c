@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <syslog.h>
 #include <termios.h>
 #include <unistd.h>
@@ -260,6 +261,21 @@ pam_result(int rc)
 	}
 }
 
+/*
+ * pam_unix asks libpam for a delay of its own (2 s +-25 %) that libpam
+ * applies only when pam_authenticate fails: a right password for an
+ * account refused afterwards (expired, root, the account stack) would
+ * answer sooner than a wrong one.  The program's own delay, the same for
+ * every failure, is the only one (auth_failure_deadline).
+ */
+static void
+pam_no_delay(int retval, unsigned usec, void *appdata)
+{
+	(void)retval;
+	(void)usec;
+	(void)appdata;
+}
+
 /* The first problem of a broken stack is logged, with the count. */
 struct stack_report {
 	const struct config	*cf;
@@ -304,6 +320,8 @@ auth_pam(const struct config *cf, const char *mech, const char *user,
 		return AUTH_TEMPFAIL;
 	}
 	rc = pam_set_item(ph, PAM_RHOST, peer);
+	if (rc == PAM_SUCCESS)
+		rc = pam_set_item(ph, PAM_FAIL_DELAY, (const void *)pam_no_delay);
 	if (rc == PAM_SUCCESS)
 		rc = pam_authenticate(ph, PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK);
 	if (rc == PAM_SUCCESS)
@@ -581,6 +599,48 @@ auth_check(const struct config *cf, const char *mech, const char *user,
 		}
 	}
 	return rc;
+}
+
+/* Up to this much is added to auth-failure-delay, at random. */
+#define AUTH_JITTER_MS	50
+
+/*
+ * When a failed AUTH that began at start_ms may be answered: every
+ * failure, whatever its reason and wherever it was decided, waits
+ * auth-failure-delay plus a little jitter from the same start, so that
+ * the time of the answer tells nothing of why (a backend slower than
+ * that is the one exception: nothing answers before it).
+ */
+int64_t
+auth_failure_deadline(const struct config *cf, int64_t start_ms)
+{
+	uint16_t r = 0;
+
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = 0;
+	return start_ms + (int64_t)cf->auth_failure_delay * 1000 +
+	    (int64_t)(r % (AUTH_JITTER_MS + 1));
+}
+
+/*
+ * The one log line of an AUTH result (fail2ban reads it): written by the
+ * monitor for every check it made, by the session only for what it
+ * refused without asking (a malformed exchange, a user name no backend
+ * may see).  user is the canonical name on success, else as given.
+ */
+void
+auth_log_result(int result, const char *user, const char *mech,
+    const char *peer, const char *reason, const char *tls)
+{
+	char esc[ESC_MAX];
+
+	if (result == AUTH_OK)
+		log_msg(LOG_INFO, "auth ok user=%s mech=%s ip=%s tls=%s",
+		    log_escape(user, esc, sizeof(esc)), mech, peer, tls);
+	else
+		log_msg(LOG_NOTICE, "auth failed user=%s mech=%s ip=%s "
+		    "reason=%s tls=%s", user[0] != '\0' ? log_escape(user, esc,
+		    sizeof(esc)) : "-", mech, peer, reason, tls);
 }
 
 /* ---- -H ---- */

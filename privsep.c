@@ -16,7 +16,9 @@
  *
  *   session -> monitor
  *     AUTH         u32 type=1, u32 mech (1 PLAIN, 2 LOGIN),
- *                  u32 ulen, u32 plen, user[ulen], password[plen]
+ *                  u32 ulen, u32 plen, u32 tlen, user[ulen],
+ *                  password[plen], tls[tlen] (the session's TLS version,
+ *                  "none" before TLS: for the log line only)
  *     SUBMIT       u32 type=2, char id[16], u32 nrcpts, u32 slen, sender[slen]
  *     RCPT         u32 type=3, u32 len, address[len]   (nrcpts of them)
  *     SPOOL        u32 type=5: an empty spool file for the next message
@@ -104,6 +106,10 @@
 
 #define MECH_PLAIN	1
 #define MECH_LOGIN	2
+
+/* The TLS version the session reports ("TLSv1.3", "none"). */
+#define TLS_NAME_MAX	15
+#define TLS_NAME_CHARS	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789."
 
 #define PACKET_MAX	(AUTH_USER_MAX + AUTH_PASS_MAX + 64)
 #define SESSION_NOFILE	16	/* 0-2, the channel, the spool, TLS's few */
@@ -284,8 +290,8 @@ monitor_gone(void)
 
 static int
 priv_auth(const struct config *cf, const char *mech, const char *user,
-    const char *pass, const char *peer, char *canon, size_t canonsize,
-    const char **reason)
+    const char *pass, const char *peer, const char *tls, char *canon,
+    size_t canonsize, const char **reason)
 {
 	static char	 reason_buf[64];
 	struct packet	 p;
@@ -298,8 +304,10 @@ priv_auth(const struct config *cf, const char *mech, const char *user,
 	put_u32(&p, strcmp(mech, "LOGIN") == 0 ? MECH_LOGIN : MECH_PLAIN);
 	put_u32(&p, (uint32_t)strlen(user));
 	put_u32(&p, (uint32_t)strlen(pass));
+	put_u32(&p, (uint32_t)strlen(tls));
 	put_bytes(&p, user, strlen(user));
 	put_bytes(&p, pass, strlen(pass));
+	put_bytes(&p, tls, strlen(tls));
 	if (packet_send(channel, &p) == -1 || packet_recv(channel, &p) == -1)
 		monitor_gone();
 	if (get_u32(&p) != MSG_AUTH)
@@ -602,9 +610,9 @@ static int
 monitor_auth(struct monitor *m, struct packet *p)
 {
 	char		 user[AUTH_USER_MAX + 1], pass[AUTH_PASS_MAX + 1];
-	char		 canon[AUTH_USER_MAX + 1] = "";
-	const char	*reason = "";
-	uint32_t	 mech, ulen, plen;
+	char		 canon[AUTH_USER_MAX + 1] = "", tls[TLS_NAME_MAX + 1];
+	const char	*reason = "", *mechname;
+	uint32_t	 mech, ulen, plen, tlen;
 	int64_t		 started;
 	int		 result;
 
@@ -612,28 +620,38 @@ monitor_auth(struct monitor *m, struct packet *p)
 		monitor_refuse("AUTH after a successful AUTH");
 	if (++m->auth_requests > m->cf->max_auth_failures)
 		monitor_refuse("more AUTH requests than max-auth-failures");
+	started = now_ms();
 	mech = get_u32(p);
 	ulen = get_u32(p);
 	plen = get_u32(p);
+	tlen = get_u32(p);
 	get_string(p, ulen, user, sizeof(user));
 	get_string(p, plen, pass, sizeof(pass));
+	get_string(p, tlen, tls, sizeof(tls));
 	explicit_bzero(p->buf, sizeof(p->buf));
-	if (!packet_done(p) || (mech != MECH_PLAIN && mech != MECH_LOGIN)) {
+	if (!packet_done(p) || (mech != MECH_PLAIN && mech != MECH_LOGIN) ||
+	    tls[0] == '\0' || strspn(tls, TLS_NAME_CHARS) != strlen(tls)) {
 		explicit_bzero(pass, sizeof(pass));
 		monitor_refuse("malformed AUTH");
 	}
-	started = now_ms();
+	mechname = mech == MECH_LOGIN ? "LOGIN" : "PLAIN";
 #ifdef BENCH_AUTH_INLINE	/* bench/: the check in the monitor itself */
-	result = auth_check(m->cf, mech == MECH_LOGIN ? "LOGIN" : "PLAIN",
-	    user, pass, m->peer, canon, sizeof(canon), &reason);
+	result = auth_check(m->cf, mechname, user, pass, m->peer, canon,
+	    sizeof(canon), &reason);
 #else
-	result = auth_bounded(m, mech == MECH_LOGIN ? "LOGIN" : "PLAIN",
-	    user, pass, canon, sizeof(canon), &reason);
+	result = auth_bounded(m, mechname, user, pass, canon, sizeof(canon),
+	    &reason);
 #endif
 	explicit_bzero(pass, sizeof(pass));
-	/* Here too, so that a subverted session cannot guess faster. */
+	/*
+	 * The record of the attempt is the monitor's, which a subverted
+	 * session can neither leave out nor hurry: it waits out the delay
+	 * here too (tls= is the session's word, the rest the monitor's).
+	 */
+	auth_log_result(result, result == AUTH_OK ? canon : user, mechname,
+	    m->peer, reason, tls);
 	if (result != AUTH_OK)
-		sleep_until(started + (int64_t)m->cf->auth_failure_delay * 1000);
+		sleep_until(auth_failure_deadline(m->cf, started));
 	if (result == AUTH_OK) {
 		m->authenticated = 1;
 		snprintf(m->user, sizeof(m->user), "%s", canon);

@@ -500,16 +500,22 @@ auth_login(struct session *s, const char *ir, struct auth_attempt *a)
 	return rc;
 }
 
+/*
+ * checked: the backend (the monitor) decided, and logged it and waited
+ * out the delay itself; otherwise the session refused the attempt without
+ * asking, and does both here.
+ */
 static void
 auth_failed(struct session *s, struct auth_attempt *a, int code,
-    const char *text)
+    const char *text, int checked)
 {
-	char esc[ESC_MAX];
-
-	log_msg(LOG_NOTICE, "auth failed user=%s mech=%s ip=%s reason=%s "
-	    "tls=%s", a->user[0] != '\0' ? log_escape(a->user, esc,
-	    sizeof(esc)) : "-", a->mech, s->peer, a->reason, s->tls_version);
-	sleep_until(a->done_ms + (int64_t)s->cf->auth_failure_delay * 1000);
+	if (!checked) {
+		auth_log_result(AUTH_FAIL, a->user, a->mech, s->peer,
+		    a->reason, s->tls_version);
+		sleep_until(auth_failure_deadline(s->cf, a->done_ms));
+	} else
+		sleep_until(a->done_ms +
+		    (int64_t)s->cf->auth_failure_delay * 1000);
 	/*
 	 * A temporary failure counts too: the monitor allows no more AUTH
 	 * requests than max-auth-failures, whatever their outcome.
@@ -540,24 +546,20 @@ auth_run(struct session *s, struct auth_attempt *a)
 	if (a->reason == NULL && strlen(a->pass) > AUTH_PASS_MAX)
 		a->reason = "bad-password";
 	if (a->reason != NULL) {
-		auth_failed(s, a, 535, bad_credentials);
+		auth_failed(s, a, 535, bad_credentials, 0);
 		return;
 	}
-	rc = s->backend->auth(s->cf, a->mech, a->user, a->pass, s->peer, canon,
-	    sizeof(canon), &a->reason);
+	rc = s->backend->auth(s->cf, a->mech, a->user, a->pass, s->peer,
+	    s->tls_version, canon, sizeof(canon), &a->reason);
 	if (rc == AUTH_OK) {
-		char esc[ESC_MAX];
-
 		s->authenticated = 1;
 		snprintf(s->user, sizeof(s->user), "%s", canon);
-		log_msg(LOG_INFO, "auth ok user=%s mech=%s ip=%s tls=%s",
-		    log_escape(s->user, esc, sizeof(esc)), a->mech, s->peer,
-		    s->tls_version);
 		reply(s, 235, "2.7.0 Authentication successful");
 	} else if (rc == AUTH_TEMPFAIL)
-		auth_failed(s, a, 454, "4.7.0 Temporary authentication failure");
+		auth_failed(s, a, 454, "4.7.0 Temporary authentication failure",
+		    1);
 	else
-		auth_failed(s, a, 535, bad_credentials);
+		auth_failed(s, a, 535, bad_credentials, 1);
 }
 
 static void
@@ -610,14 +612,14 @@ cmd_auth(struct session *s, char *arg)
 	a.done_ms = now_ms();
 	if (rc == STEP_CANCEL) {
 		a.reason = "cancelled";
-		auth_failed(s, &a, 501, "5.0.0 Authentication cancelled");
+		auth_failed(s, &a, 501, "5.0.0 Authentication cancelled", 0);
 	} else if (rc == STEP_MALFORMED) {
 		a.reason = "malformed";
-		auth_failed(s, &a, 501, "5.5.2 Cannot decode response");
+		auth_failed(s, &a, 501, "5.5.2 Cannot decode response", 0);
 	} else if (rc == STEP_TOOLONG) {
 		a.reason = "malformed";
 		auth_failed(s, &a, 500, "5.5.6 Authentication exchange line "
-		    "is too long");
+		    "is too long", 0);
 	} else if (rc == STEP_OK)
 		auth_run(s, &a);
 	explicit_bzero(&a, sizeof(a));

@@ -258,7 +258,8 @@ struct envelope {
 struct backend {
 	int	(*auth)(const struct config *, const char *mech,
 		    const char *user, const char *pass, const char *peer,
-		    char *canon, size_t canonsize, const char **reason);
+		    const char *tls, char *canon, size_t canonsize,
+		    const char **reason);
 	int	(*submit)(const struct config *, const struct envelope *,
 		    int spool_fd, const char *user, const char *queue_id,
 		    struct relay_reply *);
@@ -284,6 +285,9 @@ int	 auth_check(const struct config *, const char *mech, const char *user,
 	    const char *peer, char *canon, size_t canonsize,
 	    const char **reason);
 int	 auth_hash_password(FILE *in, FILE *out);
+int64_t	 auth_failure_deadline(const struct config *, int64_t start_ms);
+void	 auth_log_result(int result, const char *user, const char *mech,
+	    const char *peer, const char *reason, const char *tls);
 int	 auth_check_passwd_file(const struct config *, FILE *report);
 
 /* ---- whether a PAM service's stack can work (pamstack.c) ---- */

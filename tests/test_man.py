@@ -266,6 +266,12 @@ def test_fail2ban_filter_in_page_matches_a_real_line(tmp_path):
     assert not re.match(regex, unavailable), (regex, unavailable)
     timed_out = unavailable.replace("reason=unavailable", "reason=timeout")
     assert not re.match(regex, timed_out), (regex, timed_out)
+    expired = unavailable.replace("reason=unavailable",
+                                  "reason=password-expired")
+    assert not re.match(regex, expired), (regex, expired)
+    for guess in ("credentials", "unknown-user", "account-expired", "root"):
+        line = unavailable.replace("reason=unavailable", "reason=" + guess)
+        assert re.match(regex, line), (regex, line)
     forged = ("pam_x(smtpauthd:auth): said: auth failed user=x mech=PLAIN "
               "ip=198.51.100.1 reason=credentials tls=none")
     assert not re.match(regex, forged)

@@ -43,7 +43,7 @@ import pytest
 import smtptest
 from smtptest import (IS_ROOT, PEER, REPO, RUN_GID, RUN_UID, TESTS, USERS,
                       check, drop_kwargs, process_alive, read_log,
-                      received_re)
+                      received_re, find_events, kv)
 
 # The probe of the build under test: monitor-probe-asan with smtpauthd-asan.
 PROBE_BIN = os.path.abspath(
@@ -717,9 +717,10 @@ def b(x):
     return x.encode() if isinstance(x, str) else x
 
 
-def auth_pkt(user, password, mech=1):
-    user, password = b(user), b(password)
-    return u32(1, mech, len(user), len(password)) + user + password
+def auth_pkt(user, password, mech=1, tls="none"):
+    user, password, tls = b(user), b(password), b(tls)
+    return u32(1, mech, len(user), len(password), len(tls)) + user + \
+        password + tls
 
 
 def submit_pkt(sender, nrcpts, qid=GOOD_ID):
@@ -833,6 +834,29 @@ def test_probe_well_formed(env, probe_bin):
     assert REFUSED not in r.log
 
 
+def test_probe_monitor_logs_each_auth(env, probe_bin):
+    """The record fail2ban reads is the monitor's: a session that speaks
+    the channel itself (as a subverted one would) and logs nothing still
+    leaves one auth line per AUTH request, the failures after the delay,
+    with tls= as the session said it."""
+    r = probe(env, probe_bin, [AUTH_BAD, RECV,
+                               auth_pkt("alice", USERS["alice"], mech=2,
+                                        tls="TLSv1.3"), RECV],
+              auth_failure_delay=1)
+    assert r.status == 0, r
+    assert [auth_reply(p)[0] for p in r.replies] == [1, 0], r
+    ev = [kv(e) for e in find_events(r.log, "auth")]
+    lines = [e for e in find_events(r.log, "auth")]
+    assert len(lines) == 2, r.log
+    assert lines[0].startswith("auth failed ") and \
+        lines[1].startswith("auth ok "), r.log
+    assert (ev[0]["user"], ev[0]["mech"], ev[0]["ip"], ev[0]["reason"],
+            ev[0]["tls"]) == ("alice", "PLAIN", "192.0.2.9", "credentials",
+                              "none"), r.log
+    assert (ev[1]["user"], ev[1]["mech"], ev[1]["ip"], ev[1]["tls"]) == \
+        ("alice", "LOGIN", "192.0.2.9", "TLSv1.3"), r.log
+
+
 def test_probe_limits_inclusive(env, probe_bin):
     """max-auth-failures requests, the last one right, and max-recipients
     recipients, the null sender: all accepted."""
@@ -904,12 +928,22 @@ REFUSALS = {
     # sizes
     "user-300": ([auth_pkt(LONG, "pw")], "malformed AUTH"),
     "password-1025": ([auth_pkt("alice", "p" * 1025)], "malformed AUTH"),
-    "ulen-beyond-packet": ([u32(1, 1, 5, 50) + b"alice" + b"short"],
-                           "malformed AUTH"),
-    "ulen-huge": ([u32(1, 1, 0xffffffff, 2) + b"alice" + b"pw"],
+    "ulen-beyond-packet": ([u32(1, 1, 5, 50, 4) + b"alice" + b"short" +
+                            b"none"], "malformed AUTH"),
+    "ulen-huge": ([u32(1, 1, 0xffffffff, 2, 4) + b"alice" + b"pw" + b"none"],
                   "malformed AUTH"),
-    "plen-huge": ([u32(1, 1, 5, 0xfffffffc) + b"alice" + b"pw"],
+    "plen-huge": ([u32(1, 1, 5, 0xfffffffc, 4) + b"alice" + b"pw" + b"none"],
                   "malformed AUTH"),
+    "tlen-huge": ([u32(1, 1, 5, 2, 0xfffffffc) + b"alice" + b"pw" + b"none"],
+                  "malformed AUTH"),
+    "auth-without-tls": ([u32(1, 1, 5, 2) + b"alice" + b"pw"],
+                         "malformed AUTH"),
+    "tls-empty": ([auth_pkt("alice", USERS["alice"], tls="")],
+                  "malformed AUTH"),
+    "tls-spoofed-log": ([auth_pkt("alice", USERS["alice"],
+                                  tls="none reason=x")], "malformed AUTH"),
+    "tls-too-long": ([auth_pkt("alice", USERS["alice"], tls="T" * 16)],
+                     "malformed AUTH"),
     "auth-trailing-bytes": ([AUTH_OK + b"x"], "malformed AUTH"),
     "auth-packet-too-big": ([AUTH_OK + b"\0" * 4000], "malformed AUTH"),
     "nul-in-user": ([auth_pkt("ali\0ce", USERS["alice"])], "malformed AUTH"),

@@ -3,17 +3,20 @@ PAM (pam_unix via the repository's pam.d/smtpauthd), and sendmail run as
 the authenticated user.  Skipped unless run as root; every account, group
 and file made here is removed at the end."""
 
+import contextlib
 import glob
 import grp
 import os
 import pwd
 import shutil
 import re
+import statistics
 import subprocess
+import threading
 
 import pytest
 
-from smtptest import REPO, IS_ROOT, check, find_events, kv
+from smtptest import REPO, IS_ROOT, check, find_events, kv, timed
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root (useradd, /etc/pam.d)")
 
@@ -319,3 +322,92 @@ def test_units_allow_what_the_check_opens(env, accounts):
     assert len(units) == 2, units
     for unit, allowed in units.items():
         assert opened <= allowed, (unit, sorted(opened - allowed))
+
+
+# ---------------------------------------------------------------- timing
+
+def test_failures_answer_alike(env, accounts):
+    """Timing says nothing of why an AUTH failed.  pam_unix asks libpam
+    for a 2 s (+-25 %) delay that libpam applies only when the password
+    is wrong: a right password for an account refused afterwards (uid 0
+    here; an expired one, the account stack) used to answer sooner, and
+    so confirm the password.  Real pam_unix, 20 attempts each of: the
+    right password of a uid-0 account, the right password of an expired
+    account, a wrong password, an unknown user, on four connections at
+    once (so that the machine's load falls on all alike).  Their medians
+    lie within 50 ms of each other, their ranges overlap, and none
+    answers before auth-failure-delay."""
+    n, delay = 20, 1
+    kinds = {"root": (UROOT, "Satest-Root-Pw!"),
+             "expired": (U3, USERS[U3]),
+             "wrong": (U1, "Not-the-pw-1"),
+             "unknown": ("satestnosuch" + SFX, "Whatever-Pw-1")}
+    times = {k: [] for k in kinds}
+    errors = []
+    clients = {}
+    with uid0_account(UROOT, kinds["root"][1]):
+        for kind in kinds:
+            clients[kind] = root_session(env, auth_failure_delay=delay,
+                                         max_auth_failures=n + 1)
+            clients[kind].ehlo()
+        run_threads(kinds, n, clients, times, errors)
+    assert not errors, errors
+    reasons = {k: {kv(e)["reason"] for e in find_events(c.log, "auth")}
+               for k, c in clients.items()}
+    # Debian's common-account refuses the expired account through
+    # pam_deny, whose code reads as a wrong password: so be it.
+    assert reasons == {"root": {"root"}, "expired": {"credentials"},
+                       "wrong": {"credentials"},
+                       "unknown": {"credentials"}}, reasons
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    summary = {k: (round(min(v), 3), round(medians[k], 3), round(max(v), 3))
+               for k, v in times.items()}
+    for k, v in times.items():
+        assert len(v) == n and min(v) >= delay - 0.01, summary
+    for a in kinds:
+        for b in kinds:
+            assert abs(medians[a] - medians[b]) < 0.050, summary
+            assert min(times[a]) <= max(times[b]), summary
+    for c in clients.values():
+        c.quit()
+    env.no_calls()
+
+
+UROOT = "satestr" + SFX
+
+
+@contextlib.contextmanager
+def uid0_account(name, password):
+    """A second name for uid 0 with a password of its own (useradd -o):
+    what smtpauthd must refuse after PAM accepted the password."""
+    subprocess.run(["userdel", "-f", name], capture_output=True, timeout=60)
+    sh("useradd", "-o", "-u", "0", "-g", "0", "-M", "-d", "/nonexistent",
+       "-s", "/usr/sbin/nologin", name)
+    try:
+        p = subprocess.run(["chpasswd"], input=("%s:%s\n" % (name, password))
+                           .encode(), capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        yield
+    finally:
+        subprocess.run(["userdel", "-f", name], capture_output=True,
+                       timeout=60)
+    assert name not in [p.pw_name for p in pwd.getpwall()]
+
+
+def run_threads(kinds, n, clients, times, errors):
+    """Each kind's n attempts on its own connection, all at once."""
+    def attempts(kind):
+        user, pw = kinds[kind]
+        try:
+            for _ in range(n):
+                r, took = timed(clients[kind].auth_plain, user, pw)
+                check(r, 535, "5.7.8")
+                times[kind].append(took)
+        except Exception as e:      # reported below, in the main thread
+            errors.append("%s: %r" % (kind, e))
+
+    threads = [threading.Thread(target=attempts, args=(k,)) for k in kinds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)

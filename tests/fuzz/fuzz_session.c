@@ -91,12 +91,13 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 static int
 fake_auth(const struct config *cf, const char *mech, const char *user,
-    const char *pass, const char *peer, char *canon, size_t canonsize,
-    const char **reason)
+    const char *pass, const char *peer, const char *tls, char *canon,
+    size_t canonsize, const char **reason)
 {
 	(void)cf;
 	FUZZ_CHECK(strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0);
 	FUZZ_CHECK(strcmp(peer, FUZZ_PEER) == 0);
+	FUZZ_CHECK(strcmp(tls, "none") == 0);
 	/* The session asks no backend about what it must refuse itself. */
 	FUZZ_CHECK(auth_user_acceptable(user, strlen(user)));
 	FUZZ_CHECK(pass[0] != '\0' && strlen(pass) <= AUTH_PASS_MAX);
