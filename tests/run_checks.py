@@ -44,12 +44,26 @@ def run_tap(binary, env):
     return passed, failed, 0
 
 
+def parallel_args():
+    """pytest-xdist's arguments (tools/packages has it): PYTEST_WORKERS
+    processes (default 3: most tests wait on timers and sockets, so three
+    keep two cores busy), each taking whole files, so that a module's
+    fixtures (accounts, Postfix) stay in one process.  PYTEST_WORKERS=0
+    runs the suite in this process."""
+    workers = os.environ.get("PYTEST_WORKERS", "3")
+    if not workers.isdigit():
+        sys.exit("run_checks.py: PYTEST_WORKERS=%r is not a number" % workers)
+    if int(workers) == 0:
+        return []
+    return ["-n", workers, "--dist", "loadfile"]
+
+
 def run_pytest(binary, env):
     print(f"== protocol tests: {binary}", flush=True)
     env = dict(env, SMTPAUTHD=os.path.join(TOP, binary))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rfEs", "-p",
-         "no:cacheprovider", os.path.join(TOP, "tests")],
+         "no:cacheprovider"] + parallel_args() + [os.path.join(TOP, "tests")],
         cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, errors="replace", check=False)
     print(proc.stdout, flush=True)
