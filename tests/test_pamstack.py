@@ -64,37 +64,34 @@ def test_include_of_a_missing_file(env):
     expect_unavailable(env, c, "includes password-auth, which does not exist")
 
 
-def test_at_include_of_a_missing_file(env):
-    env.use_pam()
+def prepend(env, line):
+    """The test service file with line first."""
     path = svc(env, env.pam["service"])
     with open(path) as f:
         text = f.read()
-    rewrite(path, "@include common-nosuch\n" + text)
-    c = env.start()
-    c.ehlo()
-    expect_unavailable(env, c, "includes common-nosuch, which does not exist")
-    assert env.backend_calls() == 0
+    rewrite(path, line + "\n" + text)
 
 
-def test_missing_module(env):
+@pytest.mark.parametrize("line,problem", [
+    ("@include common-nosuch", "includes common-nosuch, which does not exist"),
+    ("auth requisite pam_nosuch_module.so",
+     "module pam_nosuch_module.so not found"),
+], ids=["at-include", "module"])
+def test_broken_piece_before_the_stack(env, line, problem):
+    """A line before the working stack names a missing piece: nothing of
+    the stack runs (PAM is not even started)."""
     env.use_pam()
-    path = svc(env, env.pam["service"])
-    with open(path) as f:
-        text = f.read()
-    rewrite(path, "auth requisite pam_nosuch_module.so\n" + text)
+    prepend(env, line)
     c = env.start()
     c.ehlo()
-    expect_unavailable(env, c, "module pam_nosuch_module.so not found")
+    expect_unavailable(env, c, problem)
     assert env.backend_calls() == 0
 
 
 def test_dash_type_module_may_be_missing(env):
     """libpam skips a "-auth" line whose module is missing: so do we."""
     env.use_pam()
-    path = svc(env, env.pam["service"])
-    with open(path) as f:
-        text = f.read()
-    rewrite(path, "-auth optional pam_nosuch_module.so\n" + text)
+    prepend(env, "-auth optional pam_nosuch_module.so")
     c = env.start()
     c.ehlo()
     check(c.auth_plain("alice", ALICE), 235, "2.7.0")

@@ -228,18 +228,27 @@ def sh(*cmd, **kw):
                                          r.stderr.decode(errors="replace"))
 
 
+def remove_users(users, groups=()):
+    """userdel each of users that exists, then groupdel each of groups
+    that is left (a user group userdel did not take with it)."""
+    for name in users:
+        try:
+            pwd.getpwnam(name)
+            subprocess.run(["userdel", "-f", name], capture_output=True,
+                           timeout=60)
+        except KeyError:
+            pass
+    for name in groups:
+        try:
+            grp.getgrnam(name)
+            subprocess.run(["groupdel", name], capture_output=True,
+                           timeout=60)
+        except KeyError:
+            pass
+
+
 def remove_account():
-    try:
-        pwd.getpwnam(USER)
-        subprocess.run(["userdel", "-f", USER], capture_output=True,
-                       timeout=60)
-    except KeyError:
-        pass
-    try:
-        grp.getgrnam(GROUP)
-        subprocess.run(["groupdel", GROUP], capture_output=True, timeout=60)
-    except KeyError:
-        pass
+    remove_users([USER], [GROUP])
 
 
 @pytest.fixture(scope="module")
@@ -356,19 +365,7 @@ GRP0_USER = "pstr0" + SFX       # its own group, and root's in /etc/group
 
 
 def remove_root_group_users():
-    for name in (GID0_USER, GRP0_USER):
-        try:
-            pwd.getpwnam(name)
-            subprocess.run(["userdel", "-f", name], capture_output=True,
-                           timeout=60)
-        except KeyError:
-            pass
-    try:
-        grp.getgrnam(GRP0_USER)         # its user group, if userdel left it
-        subprocess.run(["groupdel", GRP0_USER], capture_output=True,
-                       timeout=60)
-    except KeyError:
-        pass
+    remove_users([GID0_USER, GRP0_USER], [GRP0_USER])
 
 
 @pytest.fixture(scope="module")
