@@ -444,7 +444,11 @@ def test_success_not_delayed(pam_env):
 
 # ---------------------------------------------------------------- PAM results
 
-@pytest.mark.parametrize("ret", ["authinfo_unavail"])
+# Codes that are no verdict on the user or the password: a broken module
+# or stack, a backend down (test_pamstack.py has the broken files).
+@pytest.mark.parametrize("ret", ["authinfo_unavail", "system_err", "buf_err",
+                                 "module_unknown", "symbol_err",
+                                 "service_err", "abort", "conv_err"])
 def test_pam_unavailable_454(env, ret):
     env.use_pam(auth_ret=ret)
     c = env.start()

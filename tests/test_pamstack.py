@@ -121,22 +121,6 @@ def test_substack_and_include_that_exist(env):
     assert env.backend_calls() == 2
 
 
-# Codes that are no verdict on the user or the password.
-UNAVAILABLE = ["authinfo_unavail", "system_err", "buf_err", "module_unknown",
-               "symbol_err", "service_err", "abort", "conv_err"]
-
-
-@pytest.mark.parametrize("ret", UNAVAILABLE)
-def test_pam_error_codes_454(env, ret):
-    env.use_pam(auth_ret=ret)
-    c = env.start()
-    c.ehlo()
-    check(c.auth_plain("alice", ALICE), 454, "4.7.0")
-    check(c.mail("alice@example.org"), 530, "5.7.0")
-    ev = auth_events(c.log)
-    assert [e["reason"] for e in ev] == ["unavailable"], c.log
-
-
 @pytest.mark.parametrize("ret", ["authtok_expired", "new_authtok_reqd"])
 def test_expired_password_codes(env, ret):
     env.use_pam(acct_ret=ret)
