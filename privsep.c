@@ -26,9 +26,11 @@
  *                  u32 clen, reason[rlen], canonical user[clen]
  *     SUBMIT reply u32 type=2, u32 code, u32 tlen, text[tlen]
  *
- * The monitor runs each password check in a child of its own, killed with
- * its children when it has not answered within `timeout`, so that a PAM
- * stack that hangs answers 454 instead of holding the connection for ever.
+ * The monitor runs each password check in a child of its own, killed when
+ * it has not answered within `timeout`, so that a PAM stack that hangs
+ * answers 454 instead of holding the connection for ever.  Whatever the
+ * check started dies with it, daemons that left its session included: the
+ * monitor is a child subreaper while a check runs (auth_sweep).
  *
  * The monitor checks every request again - lengths, characters, counts -
  * and the order: no SUBMIT before a successful AUTH, no AUTH after one, at
@@ -50,6 +52,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <pwd.h>
 #include <seccomp.h>
@@ -319,6 +322,7 @@ static const struct backend privsep_backend = {
 struct monitor {
 	const struct config	*cf;
 	const char		*peer;
+	pid_t			 session;	/* the one child to keep */
 	int			 channel;
 	int			 spool;
 	int			 authenticated;
@@ -346,6 +350,10 @@ struct auth_answer {
 
 /* The process group of the password check running now, or 0. */
 static volatile sig_atomic_t	 auth_group;
+/* Set from the fork of a check until all it left is reaped. */
+static volatile sig_atomic_t	 auth_running;
+/* A stop signal that came then: raised again once that is done. */
+static volatile sig_atomic_t	 auth_stop_signal;
 
 /* What stops a monitor (systemd, xinetd, a terminal). */
 static const int stop_signals[] = { SIGTERM, SIGHUP, SIGINT };
@@ -364,12 +372,20 @@ stop_signal_set(sigset_t *set)
 			fatal("sigaddset");
 }
 
-/* A monitor told to stop takes the check it runs with it. */
+/*
+ * A monitor told to stop takes the check it runs with it.  The check's
+ * process group dies here; what left the group is reparented to the
+ * monitor, which must live to kill it: auth_bounded does, then stops.
+ */
 static void
 monitor_stop_signal(int sig)
 {
-	if (auth_group > 0)
-		(void)kill(-(pid_t)auth_group, SIGKILL);
+	if (auth_running) {
+		if (auth_group > 0)
+			(void)kill(-(pid_t)auth_group, SIGKILL);
+		auth_stop_signal = sig;
+		return;
+	}
 	(void)raise(sig);	/* SA_RESETHAND: the default action now */
 }
 
@@ -419,13 +435,144 @@ auth_read_answer(int fd, struct auth_answer *a)
 	return -1;
 }
 
+static void
+sweep_failed(const char *why, int err)
+{
+	log_msg(LOG_ERR, "monitor: what the password check started may live "
+	    "on: %s%s%s", why, err != 0 ? ": " : "", err != 0 ?
+	    strerror(err) : "");
+}
+
+/* The parent of process pid as /proc tells it, or -1. */
+static pid_t
+proc_ppid(pid_t pid)
+{
+	char		 path[64], buf[512], *end;
+	const char	*f;
+	ssize_t		 n;
+	long		 ppid;
+	int		 fd;
+
+	(void)snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	do
+		n = read(fd, buf, sizeof(buf) - 1);
+	while (n == -1 && errno == EINTR);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid ...": comm may hold ')' and spaces too. */
+	if ((f = strrchr(buf, ')')) == NULL || f[1] != ' ' || f[2] == '\0' ||
+	    f[3] != ' ')
+		return -1;
+	errno = 0;
+	ppid = strtol(f + 4, &end, 10);
+	if (errno != 0 || end == f + 4 || *end != ' ' || ppid < 0 ||
+	    ppid > INT_MAX)
+		return -1;
+	return (pid_t)ppid;
+}
+
+/*
+ * Up to max children of the monitor but the session into out, their
+ * number into *np; -1 when /proc cannot be read through.  A child cannot
+ * vanish while this reads (it stays a zombie until the monitor reaps it),
+ * so none that was a child throughout is missed.
+ */
+static int
+monitor_children(pid_t self, pid_t session, pid_t *out, size_t max,
+    size_t *np)
+{
+	struct dirent	*de;
+	DIR		*d;
+	char		*end;
+	long		 v;
+	int		 rc = 0;
+
+	*np = 0;
+	if ((d = opendir("/proc")) == NULL)
+		return -1;
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL) {
+			if (errno != 0)
+				rc = -1;
+			break;
+		}
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		errno = 0;
+		v = strtol(de->d_name, &end, 10);
+		if (errno != 0 || *end != '\0' || v <= 0 || v == (long)self ||
+		    v == (long)session || proc_ppid((pid_t)v) != self)
+			continue;
+		out[(*np)++] = (pid_t)v;
+		if (*np == max)
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+#define SWEEP_BATCH	64
+#define SWEEP_ROUNDS	100
+
+/*
+ * Kills and reaps whatever the check left, wherever it went.  A helper
+ * that called setsid() and forked again is in no process group of the
+ * check's and nobody's child, so no group kill reaches it; but the
+ * monitor is a child subreaper from before the check's fork until here,
+ * so every process below the check stays below the monitor: when its
+ * parent dies it becomes the monitor's child, not init's.  (Making the
+ * check's process the subreaper instead would not hold: the monitor
+ * SIGKILLs it on timeout, and its orphans would go up to init; finding
+ * them by ancestry in /proc afterwards is a race against reparenting.)
+ * The monitor's children now are the session, which cannot fork (its
+ * RLIMIT_NPROC is 0 and seccomp refuses clone), and what the check left:
+ * no sendmail runs (no SUBMIT before a successful AUTH, no AUTH after
+ * one).  So each round kills every child but the session and reaps it;
+ * a dying process's children are reparented before it can be reaped, so
+ * the next round finds them, and a round that finds none means none is
+ * left, for a descendant would have an ancestor among the children.  A
+ * child's pid cannot be reused before the monitor reaps it, so killing
+ * by pid is safe.  The rounds are bounded: a process that forks and exits
+ * for ever could outrun them.
+ */
+static int
+auth_sweep(pid_t self, pid_t session)
+{
+	pid_t	 found[SWEEP_BATCH];
+	size_t	 n, i;
+	int	 round, status;
+
+	for (round = 0; round < SWEEP_ROUNDS; round++) {
+		if (monitor_children(self, session, found, SWEEP_BATCH,
+		    &n) == -1) {
+			sweep_failed("/proc", errno);
+			return -1;
+		}
+		if (n == 0)
+			return 0;
+		for (i = 0; i < n; i++)
+			(void)kill(found[i], SIGKILL);
+		for (i = 0; i < n; i++)
+			while (waitpid(found[i], &status, 0) == -1 &&
+			    errno == EINTR)
+				;
+	}
+	sweep_failed("it keeps forking", 0);
+	return -1;
+}
+
 /*
  * The backend runs in a process of its own, so that one that never
  * answers (a PAM stack waiting on an LDAP server that is down) costs the
  * client `timeout` seconds and a 454, not a connection that hangs for
- * ever.  Whatever it leaves in its process group - all of it when it
- * has not answered in time - is killed: nothing it started outlives the
- * check.  (A process that leaves the group with setsid() escapes that.)
+ * ever.  When it has answered, or not in time, it is killed with its
+ * process group, and then whatever it started that left the group
+ * (auth_sweep): nothing it started outlives the check.
  */
 static int
 auth_bounded(struct monitor *m, const char *mech, const char *user,
@@ -449,8 +596,14 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	stop_signal_set(&stops);
 	if (sigprocmask(SIG_BLOCK, &stops, &saved) == -1)
 		fatal("sigprocmask");
+	/* Before the fork: nothing below the check may be orphaned to init. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1)
+		sweep_failed("prctl", errno);
+	auth_running = 1;
 	if ((pid = fork()) == -1) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		auth_running = 0;
+		(void)prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 		(void)sigprocmask(SIG_SETMASK, &saved, NULL);
 		close(fds[0]);
 		close(fds[1]);
@@ -475,7 +628,8 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 		r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
 		if ((r == 0 && si.si_pid == pid) || (r == -1 && errno != EINTR))
 			exited = 1;
-		if ((got = auth_read_answer(fds[0], &a)) != 0 || exited)
+		if ((got = auth_read_answer(fds[0], &a)) != 0 || exited ||
+		    auth_stop_signal != 0)
 			break;
 		if ((left = deadline - now_ms()) <= 0)
 			break;
@@ -503,6 +657,15 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	auth_group = 0;
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		;
+	/* And what left the group: the monitor's children now. */
+	(void)auth_sweep(monitor_pid, m->session);
+	/* Cannot fail once set; an MTA's daemons are not the monitor's. */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+	auth_running = 0;
+	if (auth_stop_signal != 0) {
+		explicit_bzero(&a, sizeof(a));
+		(void)raise(auth_stop_signal);	/* the default action now */
+	}
 	if (got == 0 && !exited) {
 		log_msg(LOG_ERR, "monitor: authentication ip=%s took more than "
 		    "timeout (%llu s): stopped", m->peer,
@@ -1048,6 +1211,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	memset(&m, 0, sizeof(m));
 	m.cf = cf;
 	m.peer = peer;
+	m.session = pid;
 	m.channel = sv[0];
 	m.spool = shared_spool;
 	monitor_loop(&m);

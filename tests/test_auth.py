@@ -3,13 +3,15 @@ authzid and username rules, failure limits and delays, PAM results; the
 number of real backend calls is counted by pam_counter.so."""
 
 import os
+import random
 import re
 import signal
 import time
 
 import pytest
 
-from smtptest import (PEER, b64, check, find_events, kv, plain_blob, timed)
+from smtptest import (PAM_EXEC, PEER, b64, check, find_events, kv,
+                      plain_blob, timed)
 
 ALICE = "Alice-Pw-1"   # PAM_USERS["alice"]
 
@@ -488,6 +490,33 @@ def hang_env(env, arg):
     return pidfile
 
 
+def assert_gone(pids, what, timeout=5):
+    """gone(), or the test fails, killing what lives on first so that a
+    failure leaves nothing running for a minute or for ever."""
+    if gone(pids, timeout):
+        return
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    raise AssertionError("%s: still running: %r" % (what, pids))
+
+
+def escape_env(env, hang=False):
+    """pam_counter leaves a helper that called setsid() and forked again
+    (escape=), then answers or, with hang, never does.  Returns the pid
+    files: the escaped helper's, and hang='s."""
+    escape = env.write("escape.pids", "", mode=0o666)
+    args = "escape=%s" % escape
+    hang_pidfile = None
+    if hang:
+        hang_pidfile = env.write("pam.pids", "", mode=0o666)
+        args += " hang=%s" % hang_pidfile
+    env.use_pam(auth_args=args)
+    return escape, hang_pidfile
+
+
 def test_pam_that_never_answers_is_stopped(env):
     """A PAM stack that never answers (a module waiting on an LDAP server
     that is down) costs the client `timeout` seconds and a 454, not a
@@ -524,6 +553,112 @@ def test_pam_helper_does_not_outlive_the_check(env):
     assert gone(pids[1:]), "the helper outlived the check: %r" % pids
     check(c.transaction(), 250)
     assert len(env.calls()) == 1
+
+
+def test_pam_daemon_does_not_outlive_the_check(env):
+    """A module that starts a daemon - setsid(), a second fork, the first
+    child gone - and answers: the daemon is in no process group of the
+    check's and nobody's child, and still dies with the check."""
+    escape, _ = escape_env(env)
+    c = env.start()
+    c.ehlo()
+    check(c.auth_plain("alice", ALICE), 235, "2.7.0")
+    pids = pam_pids(escape)
+    assert len(pids) == 2 and c.proc.pid not in pids, pids
+    assert_gone(pids[1:], "the daemon the check started")
+    check(c.transaction(), 250)
+    assert len(env.calls()) == 1
+
+
+def test_pam_daemon_does_not_outlive_a_check_that_hangs(env):
+    """The same daemon, then a stack that never answers: killed on the
+    timeout with the check and its other helper."""
+    escape, hang = escape_env(env, hang=True)
+    c = env.start(timeout=2)
+    c.ehlo()
+    check(c.auth_plain("alice", ALICE), 454, "4.7.0")
+    daemon = pam_pids(escape)[1:]
+    pids = pam_pids(hang)
+    assert_gone(daemon + pids, "the check's daemon or processes")
+    check(c.cmd("NOOP"), 250)
+
+
+def pam_exec_env(env, hang=False):
+    """A real pam_exec.so stack whose program starts `setsid sleep 61 &`
+    (a sleep of 61.NNNNNN seconds, to know it among the processes) and
+    writes its pid.  Returns (pidfile, marker, hang pidfile or None)."""
+    if PAM_EXEC is None:
+        pytest.skip("pam_exec.so not installed (libpam-modules)")
+    marker = "61.%06d" % random.randrange(10 ** 6)
+    pidfile = env.write("exec.pid", "", mode=0o666)
+    script = env.write("pam-exec-helper",
+                       "#!/bin/sh\n"
+                       "setsid sleep %s </dev/null >/dev/null 2>&1 &\n"
+                       "echo $! >%s\n" % (marker, pidfile), mode=0o755)
+    hang_pidfile = None
+    args = ""
+    if hang:
+        hang_pidfile = env.write("pam.pids", "", mode=0o666)
+        args = "hang=%s" % hang_pidfile
+    env.use_pam(auth_args=args,
+                auth_before=["auth required %s %s" % (PAM_EXEC, script)])
+    return pidfile, marker, hang_pidfile
+
+
+def sleeps(marker):
+    """The pids of live `sleep MARKER` processes."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in argv:     # sleep, or setsid before its exec
+            out.append(int(d))
+    return out
+
+
+@pytest.mark.parametrize("how", ["answer", "timeout"])
+def test_pam_exec_setsid_helper_does_not_outlive_the_check(env, how):
+    """pam_exec.so running a program that leaves `setsid sleep 61 &`
+    behind: the sleep is gone when the check ends, whether it answered
+    or was stopped on the timeout."""
+    pidfile, marker, hang = pam_exec_env(env, hang=how == "timeout")
+    c = env.start(timeout=2)
+    c.ehlo()
+    r = c.auth_plain("alice", ALICE)
+    check(r, 235 if how == "answer" else 454)
+    pid = pam_pids(pidfile)
+    assert len(pid) == 1 and c.proc.pid not in pid, pid
+    if hang:
+        pid += pam_pids(hang)
+    try:
+        assert_gone(pid, "setsid sleep, or the check")
+    finally:
+        left = sleeps(marker)
+        for p in left:
+            os.kill(p, signal.SIGKILL)
+    assert not left, "setsid sleep %s lives on: %r" % (marker, left)
+    assert env.backend_calls() == 1
+
+
+def test_monitor_stopped_during_a_hung_check_takes_its_daemon(env):
+    """SIGTERM to the monitor while a check that started a daemon hangs:
+    the daemon goes too, and the monitor still dies of the signal."""
+    escape, hang = escape_env(env, hang=True)
+    c = env.start(timeout=60)
+    c.ehlo()
+    c.send("AUTH PLAIN %s\r\n" % plain_blob("alice", ALICE))
+    daemon = pam_pids(escape)[1:]
+    pids = pam_pids(hang)
+    assert gone(pids, timeout=0.5) is False, "the check ended by itself"
+    os.kill(c.proc.pid, signal.SIGTERM)
+    assert c.proc.wait(15) == -signal.SIGTERM
+    assert_gone(daemon + pids, "the check or its daemon, after its monitor")
+    env.no_calls()
 
 
 def test_monitor_stopped_during_a_hung_check(env):
