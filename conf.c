@@ -72,6 +72,7 @@ static const struct conf_key conf_keys[] = {
 	{ "data-timeout", K_UINT, OFF(data_timeout), 1, 86400, NULL, "600" },
 	{ "sendmail-timeout", K_UINT, OFF(sendmail_timeout), 1, 86400, NULL,
 	    "300" },
+	{ "auth-timeout", K_UINT, OFF(auth_timeout), 1, 86400, NULL, "30" },
 	{ "spool-dir", K_PATH, OFF(spool_dir), 0, 0, NULL, "/var/tmp" },
 	{ "privsep-user", K_NAME, OFF(privsep_user), 0, 0, NULL, "smtpauthd" },
 	{ "privsep-dir", K_PATH, OFF(privsep_dir), 0, 0, NULL,

@@ -27,10 +27,13 @@
  *     SUBMIT reply u32 type=2, u32 code, u32 tlen, text[tlen]
  *
  * The monitor runs each password check in a child of its own, killed when
- * it has not answered within `timeout`, so that a PAM stack that hangs
- * answers 454 instead of holding the connection for ever.  Whatever the
- * check started dies with it, daemons that left its session included: the
- * monitor is a child subreaper while a check runs (auth_sweep).
+ * it has not answered within `auth-timeout`, so that a PAM stack that
+ * hangs answers 454 instead of holding the connection.  A client that
+ * leaves meanwhile ends it at once: the session watches the client while
+ * it waits and exits, and the monitor, seeing the channel hang up, stops
+ * the check.  Whatever the check started dies with it, daemons that left
+ * its session included: the monitor is a child subreaper while a check
+ * runs (auth_sweep).
  *
  * The monitor checks every request again - lengths, characters, counts -
  * and the order: no SUBMIT before a successful AUTH, no AUTH after one, at
@@ -212,6 +215,7 @@ packet_done(const struct packet *p)
 
 static int	channel = -1;	/* the session's end */
 static int	shared_spool = -1;
+static struct io *client_io;	/* the session's client connection */
 
 /*
  * For tests/monitor-probe only: when set, the confined session runs this
@@ -226,6 +230,80 @@ monitor_gone(void)
 	log_msg(LOG_ERR, "session: the monitor is gone");
 	/* No exit handlers: LeakSanitizer's cannot run once confined. */
 	_exit(EX_SOFTWARE_);
+}
+
+/*
+ * Whether the client is gone, from what poll(2) said of its connection:
+ * an error (a reset), or the end of its input - a hang-up, or a FIN,
+ * which is all a TCP client that closes sends - with nothing unread
+ * before it.  Input left unread - a command sent before a half-close,
+ * decrypted data in TLS's buffer, TLS records on the socket (a
+ * close_notify among them), data in a pipe whose writer is gone (-d) -
+ * may be a client that still reads its replies: not gone.  (An end of
+ * input with nothing before it may be a client that half-closed after
+ * AUTH and still waits for the reply; but it can send nothing more, and
+ * the session would end right after that reply anyway.)
+ */
+static int
+client_gone(const struct io *io, short revents)
+{
+	struct pollfd	 pfd;
+	char		 c;
+	ssize_t		 n;
+
+	if (revents & POLLERR)
+		return 1;
+	if (!(revents & (POLLHUP | POLLRDHUP)) || io_pending(io) > 0)
+		return 0;
+	do
+		n = recv(io->infd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (n == -1 && errno == EINTR);
+	if (n >= 0)
+		return n == 0;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return 0;
+	if (errno != ENOTSOCK)
+		return 1;
+	/* A pipe or a terminal: at its end, only unread data is readable. */
+	pfd.fd = io->infd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) == 1 && !(pfd.revents & POLLIN);
+}
+
+/*
+ * Waits for the monitor's answer, watching the client meanwhile: -1 when
+ * the client has left first, so that a password check that hangs does not
+ * keep the connection's processes for auth-timeout when no one waits for
+ * it.  The monitor then sees the channel hang up when the session exits,
+ * and stops the check.
+ */
+static int
+wait_for_answer(void)
+{
+	struct pollfd	 pfd[2];
+
+	pfd[0].fd = channel;
+	pfd[0].events = POLLIN;
+	pfd[1].fd = client_io != NULL ? client_io->infd : -1;
+	pfd[1].events = POLLRDHUP;
+	for (;;) {
+		pfd[0].revents = pfd[1].revents = 0;
+		if (poll(pfd, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			return 0;	/* packet_recv blocks, as before */
+		}
+		if (pfd[0].revents != 0)
+			return 0;
+		if (pfd[1].revents != 0) {
+			if (client_io != NULL &&
+			    client_gone(client_io, pfd[1].revents))
+				return -1;
+			/* Still there: only the channel, not a busy loop. */
+			pfd[1].fd = -1;
+		}
+	}
 }
 
 static int
@@ -246,7 +324,11 @@ priv_auth(const struct config *cf, const char *mech, const char *user,
 	put_u32(&p, (uint32_t)strlen(pass));
 	put_bytes(&p, user, strlen(user));
 	put_bytes(&p, pass, strlen(pass));
-	if (packet_send(channel, &p) == -1 || packet_recv(channel, &p) == -1)
+	if (packet_send(channel, &p) == -1)
+		monitor_gone();
+	if (wait_for_answer() == -1)
+		return AUTH_GONE;
+	if (packet_recv(channel, &p) == -1)
 		monitor_gone();
 	if (get_u32(&p) != MSG_AUTH)
 		monitor_gone();
@@ -569,10 +651,15 @@ auth_sweep(pid_t self, pid_t session)
 /*
  * The backend runs in a process of its own, so that one that never
  * answers (a PAM stack waiting on an LDAP server that is down) costs the
- * client `timeout` seconds and a 454, not a connection that hangs for
- * ever.  When it has answered, or not in time, it is killed with its
- * process group, and then whatever it started that left the group
- * (auth_sweep): nothing it started outlives the check.
+ * client `auth-timeout` seconds and a 454, not a connection that hangs.
+ * It is not `timeout`, the client's (300 s): a directory that hangs would
+ * hold every connection, and its processes, that long.  When the session
+ * hangs up meanwhile (the client left: wait_for_answer), no one waits for
+ * the answer: the check is stopped at once, and AUTH_GONE ends the
+ * monitor's loop.  When it has answered, or not in time, or no longer
+ * matters, it is killed with its process group, and then whatever it
+ * started that left the group (auth_sweep): nothing it started outlives
+ * the check.
  */
 static int
 auth_bounded(struct monitor *m, const char *mech, const char *user,
@@ -580,12 +667,14 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 {
 	static char		 reason_buf[AUTH_REASON_MAX];
 	struct auth_answer	 a;
-	struct pollfd		 pfd[2];
+	struct pollfd		 pfd[3];
 	siginfo_t		 si;
 	sigset_t		 stops, saved;
 	int64_t			 deadline, left;
 	pid_t			 monitor_pid = getpid(), pid;
+	nfds_t			 npfd;
 	int			 fds[2], pidfd, got = 0, exited = 0, status, r;
+	int			 session_gone = 0;
 
 	*reason = "unavailable";
 	if (pipe2(fds, O_CLOEXEC) == -1) {
@@ -620,7 +709,7 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	(void)fcntl(fds[0], F_SETFL, O_NONBLOCK);
 	/* Its end, too: a child it forked may hold the pipe open. */
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	deadline = now_ms() + (int64_t)m->cf->timeout * 1000;
+	deadline = now_ms() + (int64_t)m->cf->auth_timeout * 1000;
 	memset(&a, 0, sizeof(a));
 	for (;;) {
 		/* Ended, but not reaped: its group id cannot be reused yet. */
@@ -635,11 +724,20 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 			break;
 		pfd[0].fd = fds[0];
 		pfd[0].events = POLLIN;
-		pfd[1].fd = pidfd;
-		pfd[1].events = POLLIN;
-		(void)poll(pfd, pidfd != -1 ? 2 : 1, pidfd != -1 ?
+		/* Its requests wait: only a hang-up (or error) is asked for. */
+		pfd[1].fd = m->channel;
+		pfd[1].events = 0;
+		pfd[1].revents = 0;
+		pfd[2].fd = pidfd;
+		pfd[2].events = POLLIN;
+		npfd = pidfd != -1 ? 3 : 2;
+		if (poll(pfd, npfd, pidfd != -1 ?
 		    (left > 60000 ? 60000 : (int)left) :
-		    (left > 50 ? 50 : (int)left));
+		    (left > 50 ? 50 : (int)left)) > 0 &&
+		    (pfd[1].revents & (POLLHUP | POLLERR)) != 0) {
+			session_gone = 1;
+			break;
+		}
 	}
 	close(fds[0]);
 	if (pidfd != -1)
@@ -666,10 +764,16 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 		explicit_bzero(&a, sizeof(a));
 		(void)raise(auth_stop_signal);	/* the default action now */
 	}
+	if (session_gone && got != 1) {
+		log_msg(LOG_NOTICE, "monitor: authentication ip=%s: the client "
+		    "left; check stopped", m->peer);
+		explicit_bzero(&a, sizeof(a));
+		return AUTH_GONE;
+	}
 	if (got == 0 && !exited) {
 		log_msg(LOG_ERR, "monitor: authentication ip=%s took more than "
-		    "timeout (%llu s): stopped", m->peer,
-		    (unsigned long long)m->cf->timeout);
+		    "auth-timeout (%llu s): stopped", m->peer,
+		    (unsigned long long)m->cf->auth_timeout);
 		*reason = "timeout";
 		return AUTH_TEMPFAIL;
 	}
@@ -721,6 +825,8 @@ monitor_auth(struct monitor *m, struct packet *p)
 	    user, pass, canon, sizeof(canon), &reason);
 #endif
 	explicit_bzero(pass, sizeof(pass));
+	if (result == AUTH_GONE)
+		return -1;	/* no one to answer: the loop ends */
 	/* Here too, so that a subverted session cannot guess faster. */
 	if (result != AUTH_OK)
 		sleep_until(started + (int64_t)m->cf->auth_failure_delay * 1000);
@@ -1184,6 +1290,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 		if (implicit_ctx != NULL && session_implicit_tls(cf, io, peer,
 		    implicit_ctx) == -1)
 			_exit(0);
+		client_io = io;
 		smtp_session(cf, io, peer, starttls_ctx, &privsep_backend);
 		tls_close(io->tls);
 		_exit(0);
