@@ -77,6 +77,8 @@ static const struct conf_key conf_keys[] = {
 	    NULL },
 	{ "sendmail-timeout", K_UINT, OFF(sendmail_timeout), 1, 86400, NULL,
 	    "300", NULL },
+	{ "auth-timeout", K_UINT, OFF(auth_timeout), 1, 86400, NULL, "30",
+	    NULL },
 	/* A login shell's umask, which MTAs expect, not smtpauthd's 077. */
 	{ "sendmail-umask", K_OCTAL, OFF(sendmail_umask), 0, 0777, NULL,
 	    "022", NULL },

@@ -31,9 +31,14 @@
  *     SPOOL reply  u32 type=5, u32 result (0 a file, 1 none could be
  *                  made), the file's descriptor (SCM_RIGHTS) with 0
  *
- * The monitor runs each password check in a child of its own, killed with
- * its children when it has not answered within `timeout`, so that a PAM
- * stack that hangs answers 454 instead of holding the connection for ever.
+ * The monitor runs each password check in a child of its own, killed when
+ * it has not answered within `auth-timeout`, so that a PAM stack that
+ * hangs answers 454 instead of holding the connection.  A client that
+ * leaves meanwhile ends it at once: the session watches the client while
+ * it waits and exits, and the monitor, seeing the channel hang up, stops
+ * the check.  Whatever the check started dies with it, daemons that left
+ * its session included: the monitor is a child subreaper while a check
+ * runs (auth_sweep).
  *
  * The monitor checks every request again - lengths, characters, counts -
  * and the order: no SUBMIT or SPOOL before a successful AUTH, no AUTH after
@@ -61,6 +66,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <poll.h>
 #include <pwd.h>
 #include <seccomp.h>
@@ -272,6 +278,7 @@ packet_done(const struct packet *p)
 /* ---- the session's side of the channel ---- */
 
 static int	channel = -1;	/* the session's end */
+static struct io *client_io;	/* the session's client connection */
 
 /*
  * For tests/monitor-probe only: when set, the confined session runs this
@@ -286,6 +293,80 @@ monitor_gone(void)
 	log_msg(LOG_ERR, "session: the monitor is gone");
 	/* No exit handlers: LeakSanitizer's cannot run once confined. */
 	_exit(EX_SOFTWARE_);
+}
+
+/*
+ * Whether the client is gone, from what poll(2) said of its connection:
+ * an error (a reset), or the end of its input - a hang-up, or a FIN,
+ * which is all a TCP client that closes sends - with nothing unread
+ * before it.  Input left unread - a command sent before a half-close,
+ * decrypted data in TLS's buffer, TLS records on the socket (a
+ * close_notify among them), data in a pipe whose writer is gone (-d) -
+ * may be a client that still reads its replies: not gone.  (An end of
+ * input with nothing before it may be a client that half-closed after
+ * AUTH and still waits for the reply; but it can send nothing more, and
+ * the session would end right after that reply anyway.)
+ */
+static int
+client_gone(const struct io *io, short revents)
+{
+	struct pollfd	 pfd;
+	char		 c;
+	ssize_t		 n;
+
+	if (revents & POLLERR)
+		return 1;
+	if (!(revents & (POLLHUP | POLLRDHUP)) || io_pending(io) > 0)
+		return 0;
+	do
+		n = recv(io->infd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	while (n == -1 && errno == EINTR);
+	if (n >= 0)
+		return n == 0;
+	if (errno == EAGAIN || errno == EWOULDBLOCK)
+		return 0;
+	if (errno != ENOTSOCK)
+		return 1;
+	/* A pipe or a terminal: at its end, only unread data is readable. */
+	pfd.fd = io->infd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) == 1 && !(pfd.revents & POLLIN);
+}
+
+/*
+ * Waits for the monitor's answer, watching the client meanwhile: -1 when
+ * the client has left first, so that a password check that hangs does not
+ * keep the connection's processes for auth-timeout when no one waits for
+ * it.  The monitor then sees the channel hang up when the session exits,
+ * and stops the check.
+ */
+static int
+wait_for_answer(void)
+{
+	struct pollfd	 pfd[2];
+
+	pfd[0].fd = channel;
+	pfd[0].events = POLLIN;
+	pfd[1].fd = client_io != NULL ? client_io->infd : -1;
+	pfd[1].events = POLLRDHUP;
+	for (;;) {
+		pfd[0].revents = pfd[1].revents = 0;
+		if (poll(pfd, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			return 0;	/* packet_recv blocks, as before */
+		}
+		if (pfd[0].revents != 0)
+			return 0;
+		if (pfd[1].revents != 0) {
+			if (client_io != NULL &&
+			    client_gone(client_io, pfd[1].revents))
+				return -1;
+			/* Still there: only the channel, not a busy loop. */
+			pfd[1].fd = -1;
+		}
+	}
 }
 
 static int
@@ -308,7 +389,11 @@ priv_auth(const struct config *cf, const char *mech, const char *user,
 	put_bytes(&p, user, strlen(user));
 	put_bytes(&p, pass, strlen(pass));
 	put_bytes(&p, tls, strlen(tls));
-	if (packet_send(channel, &p) == -1 || packet_recv(channel, &p) == -1)
+	if (packet_send(channel, &p) == -1)
+		monitor_gone();
+	if (wait_for_answer() == -1)
+		return AUTH_GONE;
+	if (packet_recv(channel, &p) == -1)
 		monitor_gone();
 	if (get_u32(&p) != MSG_AUTH)
 		monitor_gone();
@@ -399,6 +484,7 @@ static const struct backend privsep_backend = {
 struct monitor {
 	const struct config	*cf;
 	const char		*peer;
+	pid_t			 session;	/* the one child to keep */
 	int			 channel;
 	int			 spool;		/* the next message's, or -1 */
 	int			 spool_given;	/* the session has it */
@@ -427,6 +513,10 @@ struct auth_answer {
 
 /* The process group of the password check running now, or 0. */
 static volatile sig_atomic_t	 auth_group;
+/* Set from the fork of a check until all it left is reaped. */
+static volatile sig_atomic_t	 auth_running;
+/* A stop signal that came then: raised again once that is done. */
+static volatile sig_atomic_t	 auth_stop_signal;
 
 /* What stops a monitor (systemd, xinetd, a terminal). */
 static const int stop_signals[] = { SIGTERM, SIGHUP, SIGINT };
@@ -445,12 +535,20 @@ stop_signal_set(sigset_t *set)
 			fatal("sigaddset");
 }
 
-/* A monitor told to stop takes the check it runs with it. */
+/*
+ * A monitor told to stop takes the check it runs with it.  The check's
+ * process group dies here; what left the group is reparented to the
+ * monitor, which must live to kill it: auth_bounded does, then stops.
+ */
 static void
 monitor_stop_signal(int sig)
 {
-	if (auth_group > 0)
-		(void)kill(-(pid_t)auth_group, SIGKILL);
+	if (auth_running) {
+		if (auth_group > 0)
+			(void)kill(-(pid_t)auth_group, SIGKILL);
+		auth_stop_signal = sig;
+		return;
+	}
 	(void)raise(sig);	/* SA_RESETHAND: the default action now */
 }
 
@@ -500,13 +598,149 @@ auth_read_answer(int fd, struct auth_answer *a)
 	return -1;
 }
 
+static void
+sweep_failed(const char *why, int err)
+{
+	log_msg(LOG_ERR, "monitor: what the password check started may live "
+	    "on: %s%s%s", why, err != 0 ? ": " : "", err != 0 ?
+	    strerror(err) : "");
+}
+
+/* The parent of process pid as /proc tells it, or -1. */
+static pid_t
+proc_ppid(pid_t pid)
+{
+	char		 path[64], buf[512], *end;
+	const char	*f;
+	ssize_t		 n;
+	long		 ppid;
+	int		 fd;
+
+	(void)snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	do
+		n = read(fd, buf, sizeof(buf) - 1);
+	while (n == -1 && errno == EINTR);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* "pid (comm) state ppid ...": comm may hold ')' and spaces too. */
+	if ((f = strrchr(buf, ')')) == NULL || f[1] != ' ' || f[2] == '\0' ||
+	    f[3] != ' ')
+		return -1;
+	errno = 0;
+	ppid = strtol(f + 4, &end, 10);
+	if (errno != 0 || end == f + 4 || *end != ' ' || ppid < 0 ||
+	    ppid > INT_MAX)
+		return -1;
+	return (pid_t)ppid;
+}
+
+/*
+ * Up to max children of the monitor but the session into out, their
+ * number into *np; -1 when /proc cannot be read through.  A child cannot
+ * vanish while this reads (it stays a zombie until the monitor reaps it),
+ * so none that was a child throughout is missed.
+ */
+static int
+monitor_children(pid_t self, pid_t session, pid_t *out, size_t max,
+    size_t *np)
+{
+	struct dirent	*de;
+	DIR		*d;
+	char		*end;
+	long		 v;
+	int		 rc = 0;
+
+	*np = 0;
+	if ((d = opendir("/proc")) == NULL)
+		return -1;
+	for (;;) {
+		errno = 0;
+		if ((de = readdir(d)) == NULL) {
+			if (errno != 0)
+				rc = -1;
+			break;
+		}
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		errno = 0;
+		v = strtol(de->d_name, &end, 10);
+		if (errno != 0 || *end != '\0' || v <= 0 || v == (long)self ||
+		    v == (long)session || proc_ppid((pid_t)v) != self)
+			continue;
+		out[(*np)++] = (pid_t)v;
+		if (*np == max)
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+#define SWEEP_BATCH	64
+#define SWEEP_ROUNDS	100
+
+/*
+ * Kills and reaps whatever the check left, wherever it went.  A helper
+ * that called setsid() and forked again is in no process group of the
+ * check's and nobody's child, so no group kill reaches it; but the
+ * monitor is a child subreaper from before the check's fork until here,
+ * so every process below the check stays below the monitor: when its
+ * parent dies it becomes the monitor's child, not init's.  (Making the
+ * check's process the subreaper instead would not hold: the monitor
+ * SIGKILLs it on timeout, and its orphans would go up to init; finding
+ * them by ancestry in /proc afterwards is a race against reparenting.)
+ * The monitor's children now are the session, which cannot fork (its
+ * RLIMIT_NPROC is 0 and seccomp refuses clone), and what the check left:
+ * no sendmail runs (no SUBMIT before a successful AUTH, no AUTH after
+ * one).  So each round kills every child but the session and reaps it;
+ * a dying process's children are reparented before it can be reaped, so
+ * the next round finds them, and a round that finds none means none is
+ * left, for a descendant would have an ancestor among the children.  A
+ * child's pid cannot be reused before the monitor reaps it, so killing
+ * by pid is safe.  The rounds are bounded: a process that forks and exits
+ * for ever could outrun them.
+ */
+static int
+auth_sweep(pid_t self, pid_t session)
+{
+	pid_t	 found[SWEEP_BATCH];
+	size_t	 n, i;
+	int	 round, status;
+
+	for (round = 0; round < SWEEP_ROUNDS; round++) {
+		if (monitor_children(self, session, found, SWEEP_BATCH,
+		    &n) == -1) {
+			sweep_failed("/proc", errno);
+			return -1;
+		}
+		if (n == 0)
+			return 0;
+		for (i = 0; i < n; i++)
+			(void)kill(found[i], SIGKILL);
+		for (i = 0; i < n; i++)
+			while (waitpid(found[i], &status, 0) == -1 &&
+			    errno == EINTR)
+				;
+	}
+	sweep_failed("it keeps forking", 0);
+	return -1;
+}
+
 /*
  * The backend runs in a process of its own, so that one that never
  * answers (a PAM stack waiting on an LDAP server that is down) costs the
- * client `timeout` seconds and a 454, not a connection that hangs for
- * ever.  Whatever it leaves in its process group - all of it when it
- * has not answered in time - is killed: nothing it started outlives the
- * check.  (A process that leaves the group with setsid() escapes that.)
+ * client `auth-timeout` seconds and a 454, not a connection that hangs.
+ * It is not `timeout`, the client's (300 s): a directory that hangs would
+ * hold every connection, and its processes, that long.  When the session
+ * hangs up meanwhile (the client left: wait_for_answer), no one waits for
+ * the answer: the check is stopped at once, and AUTH_GONE ends the
+ * monitor's loop.  When it has answered, or not in time, or no longer
+ * matters, it is killed with its process group, and then whatever it
+ * started that left the group (auth_sweep): nothing it started outlives
+ * the check.
  */
 static int
 auth_bounded(struct monitor *m, const char *mech, const char *user,
@@ -514,12 +748,14 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 {
 	static char		 reason_buf[AUTH_REASON_MAX];
 	struct auth_answer	 a;
-	struct pollfd		 pfd[2];
+	struct pollfd		 pfd[3];
 	siginfo_t		 si;
 	sigset_t		 stops, saved;
 	int64_t			 deadline, left;
 	pid_t			 monitor_pid = getpid(), pid;
+	nfds_t			 npfd;
 	int			 fds[2], pidfd, got = 0, exited = 0, status, r;
+	int			 session_gone = 0;
 
 	*reason = "unavailable";
 	if (pipe2(fds, O_CLOEXEC) == -1) {
@@ -530,8 +766,14 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	stop_signal_set(&stops);
 	if (sigprocmask(SIG_BLOCK, &stops, &saved) == -1)
 		fatal("sigprocmask");
+	/* Before the fork: nothing below the check may be orphaned to init. */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1)
+		sweep_failed("prctl", errno);
+	auth_running = 1;
 	if ((pid = fork()) == -1) {
 		log_msg(LOG_ERR, "fork: %s", strerror(errno));
+		auth_running = 0;
+		(void)prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 		(void)sigprocmask(SIG_SETMASK, &saved, NULL);
 		close(fds[0]);
 		close(fds[1]);
@@ -548,7 +790,7 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	(void)fcntl(fds[0], F_SETFL, O_NONBLOCK);
 	/* Its end, too: a child it forked may hold the pipe open. */
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	deadline = now_ms() + (int64_t)m->cf->timeout * 1000;
+	deadline = now_ms() + (int64_t)m->cf->auth_timeout * 1000;
 	memset(&a, 0, sizeof(a));
 	for (;;) {
 		/* Ended, but not reaped: its group id cannot be reused yet. */
@@ -556,17 +798,27 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 		r = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT);
 		if ((r == 0 && si.si_pid == pid) || (r == -1 && errno != EINTR))
 			exited = 1;
-		if ((got = auth_read_answer(fds[0], &a)) != 0 || exited)
+		if ((got = auth_read_answer(fds[0], &a)) != 0 || exited ||
+		    auth_stop_signal != 0)
 			break;
 		if ((left = deadline - now_ms()) <= 0)
 			break;
 		pfd[0].fd = fds[0];
 		pfd[0].events = POLLIN;
-		pfd[1].fd = pidfd;
-		pfd[1].events = POLLIN;
-		(void)poll(pfd, pidfd != -1 ? 2 : 1, pidfd != -1 ?
+		/* Its requests wait: only a hang-up (or error) is asked for. */
+		pfd[1].fd = m->channel;
+		pfd[1].events = 0;
+		pfd[1].revents = 0;
+		pfd[2].fd = pidfd;
+		pfd[2].events = POLLIN;
+		npfd = pidfd != -1 ? 3 : 2;
+		if (poll(pfd, npfd, pidfd != -1 ?
 		    (left > 60000 ? 60000 : (int)left) :
-		    (left > 50 ? 50 : (int)left));
+		    (left > 50 ? 50 : (int)left)) > 0 &&
+		    (pfd[1].revents & (POLLHUP | POLLERR)) != 0) {
+			session_gone = 1;
+			break;
+		}
 	}
 	close(fds[0]);
 	if (pidfd != -1)
@@ -584,10 +836,25 @@ auth_bounded(struct monitor *m, const char *mech, const char *user,
 	auth_group = 0;
 	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
 		;
+	/* And what left the group: the monitor's children now. */
+	(void)auth_sweep(monitor_pid, m->session);
+	/* Cannot fail once set; an MTA's daemons are not the monitor's. */
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+	auth_running = 0;
+	if (auth_stop_signal != 0) {
+		explicit_bzero(&a, sizeof(a));
+		(void)raise(auth_stop_signal);	/* the default action now */
+	}
+	if (session_gone && got != 1) {
+		log_msg(LOG_NOTICE, "monitor: authentication ip=%s: the client "
+		    "left; check stopped", m->peer);
+		explicit_bzero(&a, sizeof(a));
+		return AUTH_GONE;
+	}
 	if (got == 0 && !exited) {
 		log_msg(LOG_ERR, "monitor: authentication ip=%s took more than "
-		    "timeout (%llu s): stopped", m->peer,
-		    (unsigned long long)m->cf->timeout);
+		    "auth-timeout (%llu s): stopped", m->peer,
+		    (unsigned long long)m->cf->auth_timeout);
 		*reason = "timeout";
 		return AUTH_TEMPFAIL;
 	}
@@ -643,6 +910,8 @@ monitor_auth(struct monitor *m, struct packet *p)
 	    &reason);
 #endif
 	explicit_bzero(pass, sizeof(pass));
+	if (result == AUTH_GONE)
+		return -1;	/* no one to answer: the loop ends */
 	/*
 	 * The record of the attempt is the monitor's, which a subverted
 	 * session can neither leave out nor hurry: it waits out the delay
@@ -1196,6 +1465,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 		if (implicit_ctx != NULL && session_implicit_tls(cf, io, peer,
 		    implicit_ctx) == -1)
 			_exit(0);
+		client_io = io;
 		smtp_session(cf, io, peer, starttls_ctx, &privsep_backend);
 		tls_close(io->tls);
 		_exit(0);
@@ -1223,6 +1493,7 @@ privsep_run(const struct config *cf, struct io *io, const char *peer,
 	memset(&m, 0, sizeof(m));
 	m.cf = cf;
 	m.peer = peer;
+	m.session = pid;
 	m.channel = sv[0];
 	m.spool = spool;
 	monitor_loop(&m);

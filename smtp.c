@@ -555,7 +555,9 @@ auth_run(struct session *s, struct auth_attempt *a)
 		s->authenticated = 1;
 		snprintf(s->user, sizeof(s->user), "%s", canon);
 		reply(s, 235, "2.7.0 Authentication successful");
-	} else if (rc == AUTH_TEMPFAIL)
+	} else if (rc == AUTH_GONE)
+		close_session(s, "eof");	/* not a failure: no one to tell */
+	else if (rc == AUTH_TEMPFAIL)
 		auth_failed(s, a, 454, "4.7.0 Temporary authentication failure",
 		    1);
 	else

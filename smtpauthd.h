@@ -85,6 +85,7 @@ struct config {
 	uint64_t	 timeout;
 	uint64_t	 data_timeout;
 	uint64_t	 sendmail_timeout;
+	uint64_t	 auth_timeout;
 	uint64_t	 sendmail_umask;
 	char		*spool_dir;
 	char		*privsep_user;
@@ -271,7 +272,11 @@ int	 smtp_session(const struct config *, struct io *, const char *peer,
 
 /* ---- authentication (auth.c) ---- */
 
-enum auth_result { AUTH_OK, AUTH_FAIL, AUTH_TEMPFAIL };
+/*
+ * AUTH_GONE: the client left while the backend worked; no reply, the
+ * session ends.  Only the session's side of privsep says it.
+ */
+enum auth_result { AUTH_OK, AUTH_FAIL, AUTH_TEMPFAIL, AUTH_GONE };
 
 int	 base64_decode(const char *in, size_t inlen, unsigned char *out,
 	    size_t outsize, size_t *outlen);

@@ -16,10 +16,18 @@
  * HELPER") and never return,
  * as a module waiting on a server that is down; "helper=PIDFILE" leaves
  * such a helper behind (its pid written there) and returns as usual.
+ * "escape=PIDFILE" leaves one that got away as a daemon does: a child
+ * calls setsid() and forks the helper, then exits (waited for), so that
+ * the helper is in no process group of the check's and nobody's child;
+ * "PID HELPER" is written there before the module goes on.  Given with
+ * hang=, the helper is left first.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <sys/wait.h>
+
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,19 +70,13 @@ item(pam_handle_t *pamh, int type)
 	return v;
 }
 
-/* Forks a process that pauses for ever; writes "PID HELPER" to pidfile. */
 static void
-leave_helper(const char *pidfile)
+write_pids(const char *pidfile, pid_t pid, pid_t helper)
 {
 	char pids[64];
-	pid_t helper;
 	int fd, len;
 
-	helper = fork();
-	if (helper == 0)
-		for (;;)
-			pause();
-	len = snprintf(pids, sizeof pids, "%ld %ld\n", (long)getpid(),
+	len = snprintf(pids, sizeof pids, "%ld %ld\n", (long)pid,
 	    (long)helper);
 	fd = open(pidfile, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC, 0666);
 	if (fd != -1) {
@@ -85,10 +87,47 @@ leave_helper(const char *pidfile)
 	}
 }
 
+/* Forks a process that pauses for ever; writes "PID HELPER" to pidfile. */
+static void
+leave_helper(const char *pidfile)
+{
+	pid_t helper;
+
+	helper = fork();
+	if (helper == 0)
+		for (;;)
+			pause();
+	write_pids(pidfile, getpid(), helper);
+}
+
+/* The same, but the helper leaves the session and is orphaned. */
+static void
+leave_escaped_helper(const char *pidfile)
+{
+	pid_t self = getpid(), first, helper;
+	int status;
+
+	first = fork();
+	if (first == 0) {
+		if (setsid() == -1)
+			_exit(1);
+		helper = fork();
+		if (helper == 0)
+			for (;;)
+				pause();
+		write_pids(pidfile, self, helper);
+		_exit(helper == -1);
+	}
+	if (first > 0)
+		while (waitpid(first, &status, 0) == -1 && errno == EINTR)
+			;
+}
+
 static int
 record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 {
 	const char *file = NULL, *hang_pidfile = NULL, *helper_pidfile = NULL;
+	const char *escape_pidfile = NULL;
 	int ret = PAM_IGNORE;
 	char line[2048];
 	int fd, i, len;
@@ -101,6 +140,8 @@ record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 			hang_pidfile = argv[i] + 5;
 		else if (strncmp(argv[i], "helper=", 7) == 0)
 			helper_pidfile = argv[i] + 7;
+		else if (strncmp(argv[i], "escape=", 7) == 0)
+			escape_pidfile = argv[i] + 7;
 		else if (strncmp(argv[i], "ret=", 4) == 0)
 			for (k = 0; k < sizeof codes / sizeof codes[0]; k++)
 				if (strcmp(argv[i] + 4, codes[k].name) == 0)
@@ -124,6 +165,8 @@ record(pam_handle_t *pamh, const char *what, int argc, const char **argv)
 	}
 	if (helper_pidfile != NULL)
 		leave_helper(helper_pidfile);
+	if (escape_pidfile != NULL)
+		leave_escaped_helper(escape_pidfile);
 	if (hang_pidfile != NULL) {
 		leave_helper(hang_pidfile);
 		for (;;)

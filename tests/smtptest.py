@@ -84,6 +84,11 @@ LIBPAM_WRAPPER = find_one(["/usr/lib/x86_64-linux-gnu/libpam_wrapper.so",
                            "/usr/lib/*/libpam_wrapper.so",
                            "/usr/lib/*/libpam_wrapper.so.0",
                            "/usr/lib*/libpam_wrapper.so*"])
+# Debian's libpam-modules: a real module that runs a program.
+PAM_EXEC = find_one(["/lib/x86_64-linux-gnu/security/pam_exec.so",
+                     "/usr/lib/x86_64-linux-gnu/security/pam_exec.so",
+                     "/lib/*/security/pam_exec.so",
+                     "/usr/lib*/security/pam_exec.so"])
 
 
 def b64(data):
@@ -661,9 +666,10 @@ class Env:
         return self.write("passwd", "\n".join(lines) + "\n", 0o600)
 
     def use_pam(self, users=None, auth_ret=None, acct_ret=None,
-                service="smtpauthd-test", auth_args=""):
+                service="smtpauthd-test", auth_args="", auth_before=()):
         """Authenticate through PAM: pam_wrapper + pam_counter + pam_matrix.
-        auth_args: more arguments for pam_counter's auth line."""
+        auth_args: more arguments for pam_counter's auth line; auth_before:
+        auth lines ("auth required /path/module.so args") before it."""
         if not (PAM_MATRIX and LIBPAM_WRAPPER):
             import pytest
             pytest.skip("pam_wrapper/pam_matrix not installed (libpam-wrapper)")
@@ -686,6 +692,8 @@ class Env:
         a += " " + auth_args if auth_args else ""
         c = " ret=%s" % acct_ret if acct_ret else ""
         with open(os.path.join(svcdir, service), "w") as f:
+            for line in auth_before:
+                f.write(line + "\n")
             f.write("auth required %s file=%s%s\n" % (self.stage.counter, count, a))
             f.write("auth required %s passdb=%s\n" % (PAM_MATRIX, passdb))
             f.write("account required %s file=%s%s\n" % (self.stage.counter, count, c))

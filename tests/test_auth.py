@@ -3,13 +3,16 @@ authzid and username rules, failure limits and delays, PAM results; the
 number of real backend calls is counted by pam_counter.so."""
 
 import os
+import random
 import re
 import signal
+import socket
 import time
 
 import pytest
 
-from smtptest import (PEER, b64, check, find_events, kv, plain_blob, timed)
+from smtptest import (PAM_EXEC, PEER, b64, check, find_events, kv,
+                      plain_blob, timed)
 
 ALICE = "Alice-Pw-1"   # PAM_USERS["alice"]
 
@@ -492,21 +495,51 @@ def hang_env(env, arg):
     return pidfile
 
 
+def assert_gone(pids, what, timeout=5):
+    """gone(), or the test fails, killing what lives on first so that a
+    failure leaves nothing running for a minute or for ever."""
+    if gone(pids, timeout):
+        return
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    raise AssertionError("%s: still running: %r" % (what, pids))
+
+
+def escape_env(env, hang=False):
+    """pam_counter leaves a helper that called setsid() and forked again
+    (escape=), then answers or, with hang, never does.  Returns the pid
+    files: the escaped helper's, and hang='s."""
+    escape = env.write("escape.pids", "", mode=0o666)
+    args = "escape=%s" % escape
+    hang_pidfile = None
+    if hang:
+        hang_pidfile = env.write("pam.pids", "", mode=0o666)
+        args += " hang=%s" % hang_pidfile
+    env.use_pam(auth_args=args)
+    return escape, hang_pidfile
+
+
 def test_pam_that_never_answers_is_stopped(env):
     """A PAM stack that never answers (a module waiting on an LDAP server
-    that is down) costs the client `timeout` seconds and a 454, not a
-    connection that hangs: the process running it is killed with the
-    helper it forked, the monitor logs why, the failure counts, and the
-    session goes on."""
+    that is down) costs the client `auth-timeout` seconds and a 454 - not
+    `timeout`, nor a connection that hangs: the process running it is
+    killed with the helper it forked, the monitor logs why, the failure
+    counts, and the session goes on."""
     pidfile = hang_env(env, "hang")
-    c = env.start(timeout=2, max_auth_failures=2)
+    c = env.start(timeout=60, auth_timeout=2, max_auth_failures=2)
     c.ehlo()
-    check(c.auth_plain("alice", ALICE), 454, "4.7.0")
+    r, took = timed(c.auth_plain, "alice", ALICE)
+    check(r, 454, "4.7.0")
+    assert 1.5 <= took < 30, "454 after %.1f s, not auth-timeout's 2" % took
     pids = pam_pids(pidfile)
     assert len(pids) == 2 and c.proc.pid not in pids, pids
     assert gone(pids), "the PAM process or its helper lives on: %r" % pids
     assert re.search(r"monitor: authentication ip=%s took more than "
-                     r"timeout \(2 s\): stopped" % re.escape(PEER), c.log), c.log
+                     r"auth-timeout \(2 s\): stopped" % re.escape(PEER),
+                     c.log), c.log
     f = auth_failed(c.log)
     assert len(f) == 1 and f[0]["reason"] == "timeout", c.log
     check(c.cmd("NOOP"), 250)
@@ -528,6 +561,179 @@ def test_pam_helper_does_not_outlive_the_check(env):
     assert gone(pids[1:]), "the helper outlived the check: %r" % pids
     check(c.transaction(), 250)
     assert len(env.calls()) == 1
+
+
+def test_pam_daemon_does_not_outlive_the_check(env):
+    """A module that starts a daemon - setsid(), a second fork, the first
+    child gone - and answers: the daemon is in no process group of the
+    check's and nobody's child, and still dies with the check."""
+    escape, _ = escape_env(env)
+    c = env.start()
+    c.ehlo()
+    check(c.auth_plain("alice", ALICE), 235, "2.7.0")
+    pids = pam_pids(escape)
+    assert len(pids) == 2 and c.proc.pid not in pids, pids
+    assert_gone(pids[1:], "the daemon the check started")
+    check(c.transaction(), 250)
+    assert len(env.calls()) == 1
+
+
+def test_pam_daemon_does_not_outlive_a_check_that_hangs(env):
+    """The same daemon, then a stack that never answers: killed on the
+    timeout with the check and its other helper."""
+    escape, hang = escape_env(env, hang=True)
+    c = env.start(auth_timeout=2)
+    c.ehlo()
+    check(c.auth_plain("alice", ALICE), 454, "4.7.0")
+    daemon = pam_pids(escape)[1:]
+    pids = pam_pids(hang)
+    assert_gone(daemon + pids, "the check's daemon or processes")
+    check(c.cmd("NOOP"), 250)
+
+
+def pam_exec_env(env, hang=False):
+    """A real pam_exec.so stack whose program starts `setsid sleep 61 &`
+    (a sleep of 61.NNNNNN seconds, to know it among the processes) and
+    writes its pid.  Returns (pidfile, marker, hang pidfile or None)."""
+    if PAM_EXEC is None:
+        pytest.skip("pam_exec.so not installed (libpam-modules)")
+    marker = "61.%06d" % random.randrange(10 ** 6)
+    pidfile = env.write("exec.pid", "", mode=0o666)
+    script = env.write("pam-exec-helper",
+                       "#!/bin/sh\n"
+                       "setsid sleep %s </dev/null >/dev/null 2>&1 &\n"
+                       "echo $! >%s\n" % (marker, pidfile), mode=0o755)
+    hang_pidfile = None
+    args = ""
+    if hang:
+        hang_pidfile = env.write("pam.pids", "", mode=0o666)
+        args = "hang=%s" % hang_pidfile
+    env.use_pam(auth_args=args,
+                auth_before=["auth required %s %s" % (PAM_EXEC, script)])
+    return pidfile, marker, hang_pidfile
+
+
+def sleeps(marker):
+    """The pids of live `sleep MARKER` processes."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in argv:     # sleep, or setsid before its exec
+            out.append(int(d))
+    return out
+
+
+@pytest.mark.parametrize("how", ["answer", "timeout"])
+def test_pam_exec_setsid_helper_does_not_outlive_the_check(env, how):
+    """pam_exec.so running a program that leaves `setsid sleep 61 &`
+    behind: the sleep is gone when the check ends, whether it answered
+    or was stopped on the timeout."""
+    pidfile, marker, hang = pam_exec_env(env, hang=how == "timeout")
+    c = env.start(auth_timeout=2)
+    c.ehlo()
+    r = c.auth_plain("alice", ALICE)
+    check(r, 235 if how == "answer" else 454)
+    pid = pam_pids(pidfile)
+    assert len(pid) == 1 and c.proc.pid not in pid, pid
+    if hang:
+        pid += pam_pids(hang)
+    try:
+        assert_gone(pid, "setsid sleep, or the check")
+    finally:
+        left = sleeps(marker)
+        for p in left:
+            os.kill(p, signal.SIGKILL)
+    assert not left, "setsid sleep %s lives on: %r" % (marker, left)
+    assert env.backend_calls() == 1
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
+def test_client_that_leaves_stops_the_check(env, request, tls):
+    """The client closes the connection while its check hangs: the
+    session sees it and exits, the monitor stops the check at once - not
+    after auth-timeout - with its helper and the daemon it started, and
+    exits; the client's leaving is no failed login."""
+    if tls:
+        pki = request.getfixturevalue("pki")
+        env.conf.update({"tls": "starttls", "tls-cert": pki.path("chain.pem"),
+                         "tls-key": pki.path("leaf.key")})
+    escape, hang = escape_env(env, hang=True)
+    c = env.start(timeout=60, auth_timeout=60)
+    c.ehlo()
+    if tls:
+        c.starttls()
+        c.ehlo()
+    c.send("AUTH PLAIN %s\r\n" % plain_blob("alice", ALICE))
+    pids = pam_pids(hang) + pam_pids(escape)[1:]
+    assert gone(pids, timeout=0.5) is False, "the check ended by itself"
+    t = time.monotonic()
+    assert c.finish(timeout=20) == 0
+    assert time.monotonic() - t < 15
+    assert_gone(pids, "the check, its helper or its daemon", timeout=10)
+    assert re.search(r"monitor: authentication ip=%s: the client left; "
+                     r"check stopped" % re.escape(PEER), c.log), c.log
+    assert auth_failed(c.log) == [], c.log
+    d = find_events(c.log, "disconnect")
+    assert d and kv(d[-1])["reason"] == "eof", c.log
+    env.no_calls()
+
+
+def test_client_that_leaves_over_tcp_stops_the_check(env):
+    """Over TCP a client that closes sends a FIN only, the same as one
+    that half-closes: with nothing unread before it, it is gone."""
+    pidfile = hang_env(env, "hang")
+    srv = env.tcp(timeout=60, auth_timeout=60)
+    c = srv.connect()
+    c.ehlo()
+    c.send("AUTH PLAIN %s\r\n" % plain_blob("alice", ALICE))
+    pids = pam_pids(pidfile)
+    assert gone(pids, timeout=0.5) is False, "the check ended by itself"
+    c.sock.close()
+    assert_gone(pids, "the check or its helper", timeout=10)
+    deadline = time.monotonic() + 10
+    while "the client left; check stopped" not in c.log and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "the client left; check stopped" in c.log, c.log
+
+
+def test_half_closed_client_with_commands_pending_gets_its_replies(env):
+    """A client that sent a command after AUTH and then shut down its
+    sending side may still read: it is not taken for gone, and gets both
+    replies once auth-timeout has stopped the check."""
+    pidfile = hang_env(env, "hang")
+    c = env.start(timeout=60, auth_timeout=2)
+    c.ehlo()
+    c.send("AUTH PLAIN %s\r\nNOOP\r\n" % plain_blob("alice", ALICE))
+    pam_pids(pidfile)
+    c.sock.shutdown(socket.SHUT_WR)
+    check(c.reply(30), 454, "4.7.0")
+    check(c.reply(10), 250)
+    assert c.closed()
+    assert "took more than auth-timeout" in c.log, c.log
+    assert "the client left" not in c.log, c.log
+
+
+def test_monitor_stopped_during_a_hung_check_takes_its_daemon(env):
+    """SIGTERM to the monitor while a check that started a daemon hangs:
+    the daemon goes too, and the monitor still dies of the signal."""
+    escape, hang = escape_env(env, hang=True)
+    c = env.start(timeout=60)
+    c.ehlo()
+    c.send("AUTH PLAIN %s\r\n" % plain_blob("alice", ALICE))
+    daemon = pam_pids(escape)[1:]
+    pids = pam_pids(hang)
+    assert gone(pids, timeout=0.5) is False, "the check ended by itself"
+    os.kill(c.proc.pid, signal.SIGTERM)
+    assert c.proc.wait(15) == -signal.SIGTERM
+    assert_gone(daemon + pids, "the check or its daemon, after its monitor")
+    env.no_calls()
 
 
 def test_monitor_stopped_during_a_hung_check(env):

@@ -12,7 +12,7 @@ KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
         "tls", "tls-cert", "tls-key", "sendmail", "inject", "max-message-size",
         "max-recipients", "max-auth-failures", "max-errors",
         "auth-failure-delay", "timeout", "data-timeout", "sendmail-timeout",
-        "sendmail-umask", "spool-dir", "privsep-user"]
+        "auth-timeout", "sendmail-umask", "spool-dir", "privsep-user"]
 
 DEFAULTS = {
     "auth": "pam", "pam-service": "smtpauthd",
@@ -22,6 +22,7 @@ DEFAULTS = {
     "max-message-size": "36700160", "max-recipients": "100",
     "max-auth-failures": "3", "max-errors": "10", "auth-failure-delay": "2",
     "timeout": "300", "data-timeout": "600", "sendmail-timeout": "300",
+    "auth-timeout": "30",
     "sendmail-umask": "022",
     "spool-dir": "/var/tmp", "privsep-user": "smtpauthd",
 }
@@ -114,6 +115,8 @@ BAD_LINES = [
     ("timeout-empty", "timeout", "timeout"),
     ("data-timeout", "data-timeout -5", "data-timeout"),
     ("sendmail-timeout", "sendmail-timeout forever", "sendmail-timeout"),
+    ("auth-timeout-zero", "auth-timeout 0", "auth-timeout"),
+    ("auth-timeout-big", "auth-timeout 86401", "auth-timeout"),
     ("sendmail-umask-8", "sendmail-umask 028", "sendmail-umask"),
     ("sendmail-umask-big", "sendmail-umask 1000", "sendmail-umask"),
     ("sendmail-umask-long", "sendmail-umask 00022", "sendmail-umask"),
