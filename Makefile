@@ -31,7 +31,7 @@ SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
-       addr.c privsep.c
+       addr.c privsep.c authproc.c
 HDRS = smtpauthd.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
@@ -99,6 +99,10 @@ check:
 
 bench: all
 	$(MAKE) -C bench
+
+# For bench/Makefile: the objects of the shipped build, whole paths.
+print-objs:
+	@echo $(OBJS:%=$(CURDIR)/%)
 
 # ---- fuzzing: libFuzzer targets in tests/fuzz/, each calling the real code ----
 # The program's sources are built again with clang, ASan and UBSan and the
@@ -343,5 +347,5 @@ uninstall:
 clean:
 	rm -rf build smtpauthd smtpauthd-asan $(TEST_PROGS)
 
-.PHONY: all check bench run install uninstall clean fuzz fuzz-build \
+.PHONY: all check bench print-objs run install uninstall clean fuzz fuzz-build \
 	check-valgrind lint lint-cppcheck lint-clang-tidy lint-scan-build lint-objs

@@ -38,12 +38,7 @@ set_nodelay(int fd)
 {
 	int on = 1;
 
-#ifndef BENCH_NAGLE		/* bench/ builds the "before" with Nagle on */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-#else
-	(void)fd;
-	(void)on;
-#endif
 }
 
 void

@@ -293,50 +293,6 @@ stderr_off_the_socket(void)
 	}
 }
 
-#ifdef BENCH_SINGLE_PROCESS
-/* auth_check, which logs nothing itself, as a backend. */
-static int
-single_auth(const struct config *cf, const char *mech, const char *user,
-    const char *pass, const char *peer, const char *tls, char *canon,
-    size_t canonsize, const char **reason)
-{
-	int result;
-
-	result = auth_check(cf, mech, user, pass, peer, canon, canonsize,
-	    reason);
-	auth_log_result(result, result == AUTH_OK ? canon : user, mech, peer,
-	    *reason, tls);
-	return result;
-}
-
-/*
- * bench/ only: the connection in one process, as before privilege
- * separation, to measure what the split costs.  Never built into the
- * program.
- */
-static int
-single_process(const struct config *cf, struct io *io, const char *peer,
-    struct ssl_ctx_st *ctx)
-{
-	static const struct backend direct = {
-		single_auth, relay_submit, spool_open
-	};
-	struct ssl_st *ssl;
-
-	if (cf->tls == TLS_IMPLICIT) {
-		ssl = tls_accept(ctx, io->infd, io->outfd, now_ms() +
-		    (int64_t)cf->timeout * 1000, peer);
-		if (ssl == NULL)
-			return 0;
-		io_start_tls(io, ssl);
-	}
-	smtp_session(cf, io, peer, cf->tls == TLS_STARTTLS ? ctx : NULL,
-	    &direct);
-	tls_close(io->tls);
-	return 0;
-}
-#endif
-
 static int
 serve(struct config *cf)
 {
@@ -362,12 +318,8 @@ serve(struct config *cf)
 	}
 	io = xcalloc(1, sizeof(*io));
 	io_init(io, 0, 1, cf->timeout * 1000);
-#ifndef BENCH_SINGLE_PROCESS
 	rc = privsep_run(cf, io, peer, cf->tls == TLS_STARTTLS ? ctx : NULL,
 	    cf->tls == TLS_IMPLICIT ? ctx : NULL);
-#else
-	rc = single_process(cf, io, peer, ctx);
-#endif
 	tls_context_free(ctx);
 	free(io);
 	return rc;

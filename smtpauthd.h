@@ -302,16 +302,41 @@ typedef void (*pam_problem_fn)(void *arg, const char *problem);
 int	 pam_service_file(const char *name, char *path, size_t size);
 int	 pam_stack_check(const char *service, pam_problem_fn, void *arg);
 
+/* ---- the password check in a process of its own (authproc.c) ---- */
+
+/* What the monitor's check needs to know of its connection. */
+struct auth_bounds {
+	const struct config	*cf;
+	const char		*peer;
+	int			 channel;	/* its hang-up: the client left */
+	pid_t			 session;	/* the one child to keep */
+};
+
+void	 auth_catch_stops(void);
+int	 auth_bounded(const struct auth_bounds *, const char *mech,
+	    const char *user, const char *pass, char *canon, size_t canonsize,
+	    const char **reason);
+
 /* ---- privilege separation (privsep.c) ---- */
 
 struct passwd;
 
-extern void (*privsep_session_hook)(int channel);
+/*
+ * What the confined session runs: SMTP behind privsep_run, a script of
+ * raw channel packets in tests/monitor-probe.
+ */
+typedef void (*session_main_fn)(const struct config *, struct io *,
+	    const char *peer, struct ssl_ctx_st *starttls_ctx,
+	    struct ssl_ctx_st *implicit_ctx, int channel);
+
 const char *privsep_user_problem(const struct passwd *);
 void	 refuse_connection(const struct config *, const char *peer,
 	    const char *why, const char *reason);
 int	 privsep_run(const struct config *, struct io *, const char *peer,
 	    struct ssl_ctx_st *starttls_ctx, struct ssl_ctx_st *implicit_ctx);
+int	 privsep_split(const struct config *, struct io *, const char *peer,
+	    struct ssl_ctx_st *starttls_ctx, struct ssl_ctx_st *implicit_ctx,
+	    session_main_fn);
 
 /* ---- injection (relay.c) ---- */
 

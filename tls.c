@@ -92,10 +92,8 @@ tls_context(const struct config *cf, char *err, size_t errsize)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
 	    SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-#ifndef BENCH_SEND_TICKETS	/* bench/ builds the "before" with tickets */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	SSL_CTX_set_num_tickets(ctx, 0);
-#endif
 	if (SSL_CTX_set_cipher_list(ctx, cf->tls_ciphers != NULL ?
 	    cf->tls_ciphers : TLS12_CIPHERS_DEFAULT) != 1) {
 		tls_errors(why, sizeof(why));
@@ -157,13 +155,9 @@ tls_cert_days_left(SSL_CTX *ctx)
 static void
 ack_now(int fd)
 {
-#ifndef BENCH_NO_QUICKACK	/* bench/ builds the "before" without it */
 	int on = 1;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on));
-#else
-	(void)fd;
-#endif
 }
 
 /* Wait for what OpenSSL asked for; IO_OK, IO_TIMEOUT or IO_ERROR. */

@@ -124,14 +124,23 @@ unhex(const char *in, unsigned char *out, size_t outsize)
 	return (int)n;
 }
 
+/* The confined session's work here: the script. */
 static void
-probe(int channel)
+probe(const struct config *cf, struct io *io, const char *peer,
+    struct ssl_ctx_st *starttls_ctx, struct ssl_ctx_st *implicit_ctx,
+    int channel)
 {
 	static unsigned char	 buf[65536];
 	char			*line, *save = NULL;
 	struct pollfd		 pfd;
 	ssize_t			 n, i;
 	int			 len;
+
+	(void)cf;
+	(void)io;
+	(void)peer;
+	(void)starttls_ctx;
+	(void)implicit_ctx;
 
 	for (line = strtok_r(script, "\n", &save); line != NULL;
 	    line = strtok_r(NULL, "\n", &save)) {
@@ -183,8 +192,7 @@ main(int argc, char *argv[])
 	if (cf.nerrors > 0)
 		errx(78, "%s: %s", argv[1], cf.errors[0]);
 	io_init(&io, 0, 1, 5000);
-	privsep_session_hook = probe;
-	rc = privsep_run(&cf, &io, "192.0.2.9", NULL, NULL);
+	rc = privsep_split(&cf, &io, "192.0.2.9", NULL, NULL, probe);
 	conf_free(&cf);
 	free(script);
 	return rc;
