@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """privsep_cost.py - what privilege separation costs per connection.
 
-Three builds from the same sources: "privsep" (the program: a monitor and a
-confined session per connection, the password check in a child of the
-monitor), "auth-inline" (-DBENCH_AUTH_INLINE: the check in the monitor
-itself, with no bound on its time) and "single" (-DBENCH_SINGLE_PROCESS:
-the whole connection in one process, as before the split).  Each serves on
+Three builds of the shipped objects (bench/Makefile, bench/seams.c):
+"privsep" (the program: a monitor and a confined session per connection,
+the password check in a child of the monitor), "auth-inline"
+(BENCH_AUTH_INLINE: auth_bounded wrapped, the check in the monitor itself,
+with no bound on its time) and "single" (BENCH_SINGLE_PROCESS: privsep_run
+wrapped, the whole connection in one process, as before the split).  Each serves on
 loopback through systemd-socket-activate, auth file, a sendmail that only
 reads its input.  N rounds; each round times one connection to each build,
 alternating, so that drift on a busy machine hits both alike:
