@@ -62,6 +62,18 @@ stop_signal_set(sigset_t *set)
 }
 
 /*
+ * Dies of sig, as if no handler had been there.  Not SA_RESETHAND: a
+ * second stop signal while a check's leftovers are swept must not kill
+ * the monitor before it has killed them.
+ */
+static void
+stop_now(int sig)
+{
+	(void)signal(sig, SIG_DFL);
+	(void)raise(sig);
+}
+
+/*
  * A monitor told to stop takes the check it runs with it.  The check's
  * process group dies here; what left the group is reparented to the
  * monitor, which must live to kill it: auth_bounded does, then stops.
@@ -75,7 +87,7 @@ monitor_stop_signal(int sig)
 		auth_stop_signal = sig;
 		return;
 	}
-	(void)raise(sig);	/* SA_RESETHAND: the default action now */
+	stop_now(sig);
 }
 
 /* The monitor's handlers of the stop signals, once per connection. */
@@ -87,7 +99,7 @@ auth_catch_stops(void)
 
 	memset(&stop, 0, sizeof(stop));
 	stop.sa_handler = monitor_stop_signal;
-	stop.sa_flags = SA_RESETHAND;
+	stop.sa_flags = 0;
 	if (sigemptyset(&stop.sa_mask) == -1)
 		fatal("sigemptyset");
 	for (i = 0; i < NSTOPS; i++)
@@ -387,7 +399,7 @@ auth_bounded(const struct auth_bounds *m, const char *mech, const char *user,
 	auth_running = 0;
 	if (auth_stop_signal != 0) {
 		explicit_bzero(&a, sizeof(a));
-		(void)raise(auth_stop_signal);	/* the default action now */
+		stop_now(auth_stop_signal);
 	}
 	if (session_gone && got != 1) {
 		log_msg(LOG_NOTICE, "monitor: authentication ip=%s: the client "

@@ -13,17 +13,21 @@
  * where libpam would load it from, and each line must parse.
  *
  * Under pam_wrapper (the tests: PAM_WRAPPER=1, LD_PRELOAD), libpam reads
- * the service files from PAM_WRAPPER_SERVICE_DIR instead: looked up there.
+ * the service files from PAM_WRAPPER_SERVICE_DIR instead: looked up there,
+ * but only when pam_wrapper's pam_start is the one linked.
  */
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <security/pam_appl.h>
 
 #include "smtpauthd.h"
 
@@ -36,10 +40,17 @@
 #define PAM_DEPTH_MAX	8	/* includes of includes */
 #define PAM_DIRS_MAX	2
 
+/* The stacks of a service, in libpam's order of the names. */
+enum { T_AUTH, T_ACCOUNT, T_PASSWORD, T_SESSION, NTYPES, T_ALL = -1 };
+static const char *const type_names[NTYPES] = {
+	"auth", "account", "password", "session"
+};
+
 struct stack_walk {
 	pam_problem_fn	 problem;
 	void		*arg;
 	int		 problems;
+	int		 entries[NTYPES];	/* modules each stack got */
 };
 
 static void
@@ -61,6 +72,24 @@ walk_problem(struct stack_walk *w, const char *fmt, ...)
 		w->problem(w->arg, msg);
 }
 
+/*
+ * Whether pam_start is pam_wrapper's (preloaded by the tests): only then
+ * do its variables say where libpam reads, and an environment that sets
+ * them for a real libpam changes nothing here either.
+ */
+static int
+pam_wrapper_loaded(void)
+{
+	Dl_info		 info;
+	const char	*base;
+
+	if (dladdr((void *)pam_start, &info) == 0 || info.dli_fname == NULL)
+		return 0;
+	base = strrchr(info.dli_fname, '/');
+	base = base != NULL ? base + 1 : info.dli_fname;
+	return strncmp(base, "libpam_wrapper.so", 17) == 0;
+}
+
 static size_t
 service_dirs(const char *dirs[PAM_DIRS_MAX])
 {
@@ -68,7 +97,7 @@ service_dirs(const char *dirs[PAM_DIRS_MAX])
 	const char *wdir = getenv("PAM_WRAPPER_SERVICE_DIR");
 
 	if (wrapper != NULL && strcmp(wrapper, "1") == 0 && wdir != NULL &&
-	    wdir[0] == '/') {
+	    wdir[0] == '/' && pam_wrapper_loaded()) {
 		dirs[0] = wdir;
 		return 1;
 	}
@@ -148,26 +177,79 @@ next_word(char **s)
 	return w;
 }
 
+/* T_AUTH...T_SESSION for a type ("-auth" too), or -1. */
 static int
-known_type(const char *type)
+type_index(const char *type)
 {
+	int i;
+
 	if (type[0] == '-')
 		type++;
-	return strcasecmp(type, "auth") == 0 ||
-	    strcasecmp(type, "account") == 0 ||
-	    strcasecmp(type, "password") == 0 ||
-	    strcasecmp(type, "session") == 0;
+	for (i = 0; i < NTYPES; i++)
+		if (strcasecmp(type, type_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+/*
+ * A control libpam understands: one of the keywords, or [value=action
+ * ...] with actions it knows.  libpam takes anything else as "bad" for
+ * every result, refusing everyone as if the password were wrong.
+ */
+static int
+control_valid(const char *control)
+{
+	static const char *const words[] = { "required", "requisite",
+	    "sufficient", "optional", "include", "substack" };
+	static const char *const actions[] = { "ignore", "bad", "die", "ok",
+	    "done", "reset" };
+	char	 copy[PAM_LINE_MAX], *s, *tok, *eq, *save = NULL;
+	size_t	 i, len = strlen(control);
+	int	 known, tokens = 0;
+
+	if (control[0] != '[') {
+		for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+			if (strcasecmp(control, words[i]) == 0)
+				return 1;
+		return 0;
+	}
+	if (len < 2 || control[len - 1] != ']' || len - 1 >= sizeof(copy))
+		return 0;
+	memcpy(copy, control + 1, len - 2);
+	copy[len - 2] = '\0';
+	for (s = copy; (tok = strtok_r(s, " \t", &save)) != NULL; s = NULL) {
+		tokens++;
+		if ((eq = strchr(tok, '=')) == NULL || eq == tok ||
+		    strspn(tok, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != (size_t)(eq - tok))
+			return 0;
+		eq++;
+		known = eq[0] != '\0' && strspn(eq, "0123456789") ==
+		    strlen(eq);
+		for (i = 0; !known && i < sizeof(actions) / sizeof(actions[0]);
+		    i++)
+			known = strcasecmp(eq, actions[i]) == 0;
+		if (!known)
+			return 0;
+	}
+	return tokens > 0;
 }
 
 static void walk_file(struct stack_walk *, const char *name,
-    const char *from, int depth);
+    const char *from, int depth, int only);
 
-/* One line of a service file (comment and continuation already gone). */
+/*
+ * One line of a service file (comment and continuation already gone),
+ * counted in the stack of its type when it is of the type only (an
+ * "include" takes its own type's lines of the file it names; T_ALL:
+ * every line, the service file itself and an @include).
+ */
 static void
 walk_line(struct stack_walk *w, const char *file, int lineno, char *line,
-    int depth)
+    int depth, int only)
 {
 	char	*s = line, *type, *control, *module;
+	int	 t, before;
 
 	if ((type = next_word(&s)) == NULL)
 		return;
@@ -176,10 +258,10 @@ walk_line(struct stack_walk *w, const char *file, int lineno, char *line,
 			walk_problem(w, "%s:%d: @include names no file", file,
 			    lineno);
 		else
-			walk_file(w, module, file, depth + 1);
+			walk_file(w, module, file, depth + 1, only);
 		return;
 	}
-	if (!known_type(type)) {
+	if ((t = type_index(type)) == -1) {
 		walk_problem(w, "%s:%d: unknown type \"%s\"", file, lineno,
 		    type);
 		return;
@@ -194,19 +276,36 @@ walk_line(struct stack_walk *w, const char *file, int lineno, char *line,
 		    file, lineno);
 		return;
 	}
-	if (strcmp(control, "include") == 0 ||
-	    strcmp(control, "substack") == 0) {
-		walk_file(w, module, file, depth + 1);
+	if (!control_valid(control)) {
+		walk_problem(w, "%s:%d: unknown control \"%s\" (libpam "
+		    "would refuse everyone on this line)", file, lineno,
+		    control);
 		return;
 	}
-	if (type[0] != '-' && !module_exists(module))
+	/* Of another type than the include that brought it: not counted. */
+	if (only != T_ALL && t != only)
+		return;
+	if (strcasecmp(control, "include") == 0 ||
+	    strcasecmp(control, "substack") == 0) {
+		/* Both take the named file's lines of this type only. */
+		before = w->entries[t];
+		walk_file(w, module, file, depth + 1, t);
+		if (strcasecmp(control, "substack") == 0 &&
+		    w->entries[t] > before)
+			w->entries[t] = before + 1;
+		return;
+	}
+	if (module_exists(module))
+		w->entries[t]++;
+	else if (type[0] != '-')
 		walk_problem(w, "%s:%d: module %s not found%s%s", file, lineno,
 		    module, module[0] == '/' ? "" : " in ",
 		    module[0] == '/' ? "" : PAM_MODULE_DIR);
 }
 
 static void
-walk_file(struct stack_walk *w, const char *name, const char *from, int depth)
+walk_file(struct stack_walk *w, const char *name, const char *from, int depth,
+    int only)
 {
 	char	 path[PATH_MAX], line[PAM_LINE_MAX], *hash;
 	FILE	*fp;
@@ -255,7 +354,7 @@ walk_file(struct stack_walk *w, const char *name, const char *from, int depth)
 		used = 0;
 		if ((hash = strchr(line, '#')) != NULL)
 			*hash = '\0';
-		walk_line(w, path, first, line, depth);
+		walk_line(w, path, first, line, depth, only);
 	}
 	if (ferror(fp))
 		walk_problem(w, "%s: read error", path);
@@ -269,8 +368,22 @@ walk_file(struct stack_walk *w, const char *name, const char *from, int depth)
 int
 pam_stack_check(const char *service, pam_problem_fn problem, void *arg)
 {
-	struct stack_walk w = { problem, arg, 0 };
+	struct stack_walk	 w;
+	static const int	 used[] = { T_AUTH, T_ACCOUNT };
+	size_t			 i;
 
-	walk_file(&w, service, NULL, 0);
+	memset(&w, 0, sizeof(w));
+	w.problem = problem;
+	w.arg = arg;
+	walk_file(&w, service, NULL, 0, T_ALL);
+	/*
+	 * A stack with no module of its own is no refusal: libpam runs the
+	 * "other" service's instead (common-auth on Debian: every account).
+	 */
+	for (i = 0; i < sizeof(used) / sizeof(used[0]); i++)
+		if (w.problems == 0 && w.entries[used[i]] == 0)
+			walk_problem(&w, "%s: no %s module in its stack (libpam "
+			    "would use the \"other\" service's)", service,
+			    type_names[used[i]]);
 	return w.problems;
 }

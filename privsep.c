@@ -536,9 +536,11 @@ monitor_auth(struct monitor *m, struct packet *p)
 	if (result == AUTH_GONE)
 		return -1;	/* no one to answer: the loop ends */
 	/*
-	 * The record of the attempt is the monitor's, which a subverted
-	 * session can neither leave out nor hurry: it waits out the delay
-	 * here too (tls= is the session's word, the rest the monitor's).
+	 * The record of a checked password is the monitor's, which a
+	 * subverted session can neither leave out nor hurry: it waits out
+	 * the delay here too (tls= is the session's word, the rest the
+	 * monitor's).  What the session refuses unasked it logs itself, and
+	 * a subverted one could forge such lines (smtpauthd.8, SECURITY).
 	 */
 	auth_log_result(result, result == AUTH_OK ? canon : user, mechname,
 	    m->peer, reason, tls);

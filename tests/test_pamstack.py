@@ -189,3 +189,88 @@ def test_t_continued_line_and_comments(env):
                   "auth optional \\\n  pam_permit.so  # pam_nosuch.so\n" + good)
     rc, err = t_check(env)
     assert rc == 0, err
+
+
+# ---------------------------------------------------------------- empty stacks
+
+@pytest.mark.parametrize("text,missing", [
+    # no auth line at all
+    ("account required pam_permit.so\n", "auth"),
+    # an include takes only its own type's lines: X has no auth line
+    ("auth include {other_t}\naccount required pam_permit.so\n", "auth"),
+    ("auth required pam_permit.so\n", "account"),
+    # a "-auth" line whose module is missing is no module
+    ("-auth optional pam_nosuch_module.so\naccount required pam_permit.so\n",
+     "auth"),
+], ids=["no-auth", "include-of-other-type", "no-account", "dash-only"])
+def test_empty_stack_is_not_other(env, text, missing):
+    """A stack with no module of its own is not a refusal: libpam runs
+    the "other" service's in its place (common-auth on Debian: every
+    account gets in).  Here "other" lets everyone in, as a wrong password
+    did once (235)."""
+    env.use_pam()
+    rewrite(svc(env, "other"), PERMIT)
+    rewrite(svc(env, "account-only"), "account required pam_permit.so\n")
+    rewrite(svc(env, env.pam["service"]),
+            text.format(other_t=svc(env, "account-only")))
+    c = env.start()
+    c.ehlo()
+    check(c.auth_plain("alice", "not-her-password"), 454, "4.7.0")
+    assert "no %s module in its stack" % missing in c.log, c.log
+    rc, err = t_check(env)
+    assert rc == 78 and "no %s module in its stack" % missing in err, err
+
+
+def test_misspelt_control(env):
+    """libpam takes an unknown control as "bad" for every result: every
+    user refused as if the password were wrong, and fail2ban banning
+    them.  454 instead, and -t names the line."""
+    env.use_pam()
+    prepend(env, "auth requried pam_permit.so")
+    c = env.start()
+    c.ehlo()
+    expect_unavailable(env, c, 'unknown control "requried"')
+    rc, err = t_check(env)
+    assert rc == 78 and 'unknown control "requried"' in err, err
+
+
+@pytest.mark.parametrize("control", [
+    "[success=ok default=ignore]", "[success=1 default=ignore]",
+    "[user_unknown=ignore success=ok default=bad]", "REQUIRED", "Optional"])
+def test_valid_controls(env, control):
+    env.use_pam()
+    prepend(env, "auth %s pam_permit.so" % control)
+    rc, err = t_check(env)
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("control", ["[success=maybe]", "[]", "[=ok]",
+                                     "[success]", "sufficent"])
+def test_invalid_controls(env, control):
+    env.use_pam()
+    prepend(env, "auth %s pam_permit.so" % control)
+    rc, err = t_check(env)
+    assert rc == 78 and "unknown control" in err, err
+
+
+def test_include_in_capitals_is_followed(env):
+    """libpam reads "Include" as include: so is it followed here."""
+    env.use_pam()
+    prepend(env, "auth Include %s" % svc(env, "nosuch-file"))
+    rc, err = t_check(env)
+    assert rc == 78 and "which does not exist" in err, err
+
+
+def test_wrapper_variables_without_the_wrapper(env):
+    """PAM_WRAPPER's variables count only where pam_wrapper is loaded: in
+    an environment that merely sets them, a service that exists only in
+    their directory is still missing, as it is for the real libpam."""
+    d = os.path.join(env.dir, "fake-pam.d")
+    os.mkdir(d)
+    rewrite(os.path.join(d, "smtpauthd-fake"), PERMIT)
+    path = env.write_config({"auth": "pam", "pam-service": "smtpauthd-fake"})
+    r = env.stage.run(["-t", "-f", path], environ={
+        "PAM_WRAPPER": "1", "PAM_WRAPPER_SERVICE_DIR": d})
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 78, err
+    assert "no PAM service file smtpauthd-fake" in err, err

@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import re
+import secrets
 import statistics
 import subprocess
 import threading
@@ -26,11 +27,14 @@ SFX = "%04x" % (os.getpid() & 0xffff)
 SERVICE = "smtpauthd-satest" + SFX
 GROUP = "satestg" + SFX
 U1, U2, U3, U4 = ("satest%d%s" % (i, SFX) for i in range(1, 5))
+# Passwords of this run only: an account a killed run leaves behind is no
+# open door with a password written in the repository.
+PW = secrets.token_urlsafe(9)
 USERS = {
-    U1: "Satest1-Pw!",     # ordinary
-    U2: "Satest2-Pw!",     # locked (usermod -L)
-    U3: "Satest3-Pw!",     # expired (chage -E 0)
-    U4: "Satest4-Pw!",     # empty password field (passwd -d)
+    U1: "Satest1-%s!" % PW,     # ordinary
+    U2: "Satest2-%s!" % PW,     # locked (usermod -L)
+    U3: "Satest3-%s!" % PW,     # expired (chage -E 0)
+    U4: "Satest4-%s!" % PW,     # empty password field (passwd -d)
 }
 
 
@@ -157,7 +161,8 @@ def test_expired_account(env, accounts):
     env.no_calls()
 
 
-@pytest.mark.parametrize("password", ["", "anything", USERS[U4]])
+@pytest.mark.parametrize("password", ["", "anything", USERS[U4]],
+                         ids=["empty", "any", "its-own"])
 def test_empty_password_field(env, accounts, password):
     """An account whose /etc/shadow password field is empty must not be
     usable: neither with an empty password nor with any other (pam_unix's
@@ -338,7 +343,7 @@ def test_failures_answer_alike(env, accounts):
     lie within 50 ms of each other, their ranges overlap, and none
     answers before auth-failure-delay."""
     n, delay = 20, 1
-    kinds = {"root": (UROOT, "Satest-Root-Pw!"),
+    kinds = {"root": (UROOT, "Satest-Root-%s!" % PW),
              "expired": (U3, USERS[U3]),
              "wrong": (U1, "Not-the-pw-1"),
              "unknown": ("satestnosuch" + SFX, "Whatever-Pw-1")}
