@@ -26,13 +26,13 @@ PAM_MODULE_DIR ?= $(shell pkg-config --variable=libdir pam 2>/dev/null || echo /
 WARN     += -DPAM_MODULE_DIR='"$(PAM_MODULE_DIR)"'
 CFLAGS   ?= -O2 -g
 LDHARDEN  = -pie -Wl,-z,relro,-z,now
-LIBS      = -lpam -lcrypt -lssl -lcrypto -lseccomp
+LIBS      = -lpam -lcrypt -lssl -lcrypto -lseccomp -lsqlite3
 SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
-       addr.c privsep.c authproc.c
-HDRS = smtpauthd.h
+       addr.c privsep.c authproc.c prefix.c state.c state_sqlite.c limits.c
+HDRS = smtpauthd.h state.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 # Everything but main(), for the unit tests.

@@ -20,11 +20,12 @@
 #include <unistd.h>
 
 #include "smtpauthd.h"
+#include "state.h"
 
 #define CONF_LINE_MAX	4096
 
 enum conf_kind { K_STRING, K_PATH, K_NAME, K_HOST, K_BOOL, K_UINT, K_OCTAL,
-    K_ENUM };
+    K_ENUM, K_STATE, K_RATE, K_DURATION, K_PREFIXES };
 
 struct conf_key {
 	const char	*name;
@@ -43,6 +44,8 @@ static const char *const inject_names[] = { "envelope", "headers", NULL };
 static const char *const tls_version_names[] = { "1.2", "1.3", NULL };
 
 #define OFF(f)	offsetof(struct config, f)
+/* Windows longer than a year remember more than anyone means to. */
+#define DURATION_MAX	(366 * 86400)
 
 static const struct conf_key conf_keys[] = {
 	{ "hostname", K_HOST, OFF(hostname), 0, 0, NULL, NULL, NULL },
@@ -87,6 +90,19 @@ static const struct conf_key conf_keys[] = {
 	    NULL },
 	{ "privsep-dir", K_PATH, OFF(privsep_dir), 0, 0, NULL,
 	    "/run/smtpauthd", NULL },
+	{ "state", K_STATE, OFF(state), 0, 0, NULL,
+	    "sqlite:/var/lib/smtpauthd/state.db", NULL },
+	/* Counts are bounded: each key keeps at most that many members. */
+	{ "auth-limit-ip", K_RATE, OFF(auth_limit_ip), 0, 10000, NULL,
+	    "10/10m", NULL },
+	{ "auth-limit-net", K_RATE, OFF(auth_limit_net), 0, 10000, NULL,
+	    "30/10m", NULL },
+	{ "auth-limit-user", K_RATE, OFF(auth_limit_user), 0, 10000, NULL,
+	    "20/1d", NULL },
+	{ "auth-known-ip-time", K_DURATION, OFF(auth_known_ip_time), 0,
+	    DURATION_MAX, NULL, "1d", NULL },
+	{ "auth-limit-exempt", K_PREFIXES, OFF(auth_limit_exempt), 0, 0, NULL,
+	    NULL, NULL },
 };
 
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -139,6 +155,97 @@ parse_octal(const char *s, uint64_t *v)
 	for (; *s != '\0'; s++)
 		n = n * 8 + (uint64_t)(*s - '0');
 	*v = n;
+	return 0;
+}
+
+static const struct {
+	char		 unit;
+	uint64_t	 seconds;
+} duration_units[] = { { 'd', 86400 }, { 'h', 3600 }, { 'm', 60 },
+    { 's', 1 } };
+
+/* "90", "90s", "10m", "2h", "1d": seconds. */
+static int
+parse_duration(const char *s, uint64_t *v)
+{
+	char		 digits[24];
+	size_t		 n, i;
+	uint64_t	 mult = 1;
+
+	n = strspn(s, "0123456789");
+	if (n == 0 || n >= sizeof(digits))
+		return -1;
+	if (s[n] != '\0') {
+		if (s[n + 1] != '\0')
+			return -1;
+		for (i = 0; i < sizeof(duration_units) /
+		    sizeof(duration_units[0]); i++)
+			if (duration_units[i].unit == s[n])
+				break;
+		if (i == sizeof(duration_units) / sizeof(duration_units[0]))
+			return -1;
+		mult = duration_units[i].seconds;
+	}
+	memcpy(digits, s, n);
+	digits[n] = '\0';
+	if (parse_uint(digits, v) == -1 || *v > DURATION_MAX / mult)
+		return -1;
+	*v *= mult;
+	return 0;
+}
+
+/* The largest unit that says it exactly: 600 is "10m". */
+static void
+print_duration(uint64_t v, char *out, size_t size)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(duration_units) / sizeof(duration_units[0]);
+	    i++)
+		if (v != 0 && v % duration_units[i].seconds == 0) {
+			snprintf(out, size, "%llu%c", (unsigned long long)
+			    (v / duration_units[i].seconds),
+			    duration_units[i].unit);
+			return;
+		}
+	snprintf(out, size, "%llu", (unsigned long long)v);
+}
+
+static void
+print_rate(const struct rate *r, char *out, size_t size)
+{
+	char window[32];
+
+	if (r->count == 0) {
+		snprintf(out, size, "0");
+		return;
+	}
+	print_duration(r->window, window, sizeof(window));
+	snprintf(out, size, "%llu/%s", (unsigned long long)r->count, window);
+}
+
+/* "COUNT/DURATION", or "0": off. */
+static int
+parse_rate(const char *s, uint64_t max, struct rate *r)
+{
+	char		 count[24];
+	const char	*slash;
+
+	if (strcmp(s, "0") == 0) {
+		r->count = r->window = 0;
+		return 0;
+	}
+	if ((slash = strchr(s, '/')) == NULL ||
+	    (size_t)(slash - s) >= sizeof(count))
+		return -1;
+	memcpy(count, s, (size_t)(slash - s));
+	count[slash - s] = '\0';
+	if (parse_uint(count, &r->count) == -1 || r->count > max ||
+	    parse_duration(slash + 1, &r->window) == -1 ||
+	    (r->count > 0 && r->window == 0))
+		return -1;
+	if (r->count == 0)
+		r->window = 0;
 	return 0;
 }
 
@@ -195,6 +302,23 @@ set_string(char **slot, const char *value)
 {
 	free(*slot);
 	*slot = xstrdup(value);
+}
+
+static int
+set_state(struct config *cf, const struct conf_key *k, const char *value,
+    const char *where)
+{
+	const struct state_backend	*be;
+	const char			*why;
+
+	if (!valid_word(value) ||
+	    state_spec_check(value, &be, &why) == -1) {
+		conf_error(cf, "%s: %s: \"%s\": %s", where, k->name, value,
+		    valid_word(value) ? why : "not one word");
+		return -1;
+	}
+	set_string((char **)((char *)cf + k->offset), value);
+	return 0;
 }
 
 int
@@ -273,6 +397,38 @@ conf_set(struct config *cf, const char *key, const char *value,
 				return 0;
 			}
 		break;
+	case K_STATE:
+		return set_state(cf, k, value, where);
+	case K_RATE:
+		if (parse_rate(value, k->max, (struct rate *)(base +
+		    k->offset)) == -1) {
+			conf_error(cf, "%s: %s: \"%s\" is not COUNT/TIME (a "
+			    "count up to %llu, a time like 90s, 10m, 2h or "
+			    "1d) or 0 (off)", where, key, value,
+			    (unsigned long long)k->max);
+			return -1;
+		}
+		return 0;
+	case K_DURATION:
+		if (parse_duration(value, &n) == -1) {
+			conf_error(cf, "%s: %s: \"%s\" is not a time like 90s, "
+			    "10m, 2h or 1d, up to 366d, or 0", where, key,
+			    value);
+			return -1;
+		}
+		*(uint64_t *)(base + k->offset) = n;
+		return 0;
+	case K_PREFIXES:
+		if (strlen(value) > CONF_LINE_MAX ||
+		    net_prefix_list_match(value, NULL) == -1) {
+			conf_error(cf, "%s: %s: \"%s\" is not a list of "
+			    "addresses and prefixes (192.0.2.0/24, "
+			    "2001:db8::/32) separated by commas or blanks",
+			    where, key, value);
+			return -1;
+		}
+		set_string((char **)(base + k->offset), value);
+		return 0;
 	}
 	conf_error(cf, "%s: %s: bad value \"%s\"", where, key, value);
 	return -1;
@@ -423,6 +579,7 @@ conf_print(const struct config *cf, FILE *out)
 {
 	const char	*base = (const char *)cf;
 	const char	*s;
+	char		 text[64];
 	size_t		 i;
 
 	for (i = 0; i < NKEYS; i++) {
@@ -433,6 +590,8 @@ conf_print(const struct config *cf, FILE *out)
 		case K_PATH:
 		case K_NAME:
 		case K_HOST:
+		case K_STATE:
+		case K_PREFIXES:
 			s = *(char *const *)(base + k->offset);
 			if (s == NULL)
 				fprintf(out, "%s\n", k->name);
@@ -454,6 +613,16 @@ conf_print(const struct config *cf, FILE *out)
 		case K_ENUM:
 			fprintf(out, "%s %s\n", k->name,
 			    k->names[*(const int *)(base + k->offset)]);
+			break;
+		case K_RATE:
+			print_rate((const struct rate *)(base + k->offset),
+			    text, sizeof(text));
+			fprintf(out, "%s %s\n", k->name, text);
+			break;
+		case K_DURATION:
+			print_duration(*(const uint64_t *)(base + k->offset),
+			    text, sizeof(text));
+			fprintf(out, "%s %s\n", k->name, text);
 			break;
 		}
 	}
@@ -530,6 +699,22 @@ check_arg_max(const struct config *cf, FILE *report)
 }
 
 /*
+ * The store opens (it is made if need be): one that does not is no
+ * error at connection time (the service fails open), but the limits are
+ * then off, which -t must not call ok.
+ */
+static void
+check_state(struct config *cf)
+{
+	char err[512];
+
+	if (strcmp(cf->state, "none") != 0 &&
+	    limits_check_store(cf, err, sizeof(err)) == -1)
+		conf_error(cf, "state %s: %s (connections would go on without "
+		    "limits; set state none to mean that)", cf->state, err);
+}
+
+/*
  * -t: beyond the syntax already checked while loading, is each thing the
  * configuration names usable?  Returns the number of problems.
  */
@@ -577,6 +762,7 @@ conf_check(struct config *cf, FILE *report)
 		conf_error(cf, "privsep-dir %s: must be a directory owned by "
 		    "root and writable by no one else", cf->privsep_dir);
 	check_arg_max(cf, report);
+	check_state(cf);
 	if (cf->max_message_size > SIZE_MAX / 2)
 		conf_error(cf, "max-message-size %llu: too large for this "
 		    "machine", (unsigned long long)cf->max_message_size);
@@ -596,6 +782,8 @@ conf_free(struct config *cf)
 		case K_PATH:
 		case K_NAME:
 		case K_HOST:
+		case K_STATE:
+		case K_PREFIXES:
 			free(*(char **)((char *)cf + conf_keys[i].offset));
 			break;
 		default:

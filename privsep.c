@@ -23,9 +23,12 @@
  *     RCPT         u32 type=3, u32 len, address[len]   (nrcpts of them)
  *     SPOOL        u32 type=5: an empty spool file for the next message
  *   monitor -> session
- *     READY        u32 type=4, once, when the monitor has let go of the
- *                  client connection: only then does the session begin
- *     AUTH reply   u32 type=1, u32 result (auth_result), u32 rlen,
+ *     READY        u32 type=4, u32 verdict (0 go on, 1 the client's
+ *                  address is over a limit on guessing: greet it with
+ *                  421), once, when the monitor has let go of the client
+ *                  connection: only then does the session begin
+ *     AUTH reply   u32 type=1, u32 result (auth_result, AUTH_GONE
+ *                  excepted), u32 rlen,
  *                  u32 clen, reason[rlen], canonical user[clen]
  *     SUBMIT reply u32 type=2, u32 code, u32 tlen, text[tlen]
  *     SPOOL reply  u32 type=5, u32 result (0 a file, 1 none could be
@@ -39,6 +42,12 @@
  * hang up, stops the check.  Whatever the check started dies with it, daemons that left
  * its session included: the monitor is a child subreaper while a check
  * runs (auth_sweep).
+ *
+ * The limits on guessing across connections (limits.c) are the
+ * monitor's too: it asks the state store whether the client's address is
+ * blocked before the session greets anyone, and around each password
+ * check; a blocked AUTH is answered without asking the backend, whatever
+ * the session did with the verdict it was given.
  *
  * The monitor checks every request again - lengths, characters, counts -
  * and the order: no SUBMIT or SPOOL before a successful AUTH, no AUTH after
@@ -278,6 +287,7 @@ packet_done(const struct packet *p)
 /* ---- the session's side of the channel ---- */
 
 static int	channel = -1;	/* the session's end */
+static int	start_blocked;	/* READY's verdict: greet with 421 */
 static struct io *client_io;	/* the session's client connection */
 
 /* The session is beyond help when the monitor stops answering. */
@@ -396,7 +406,7 @@ priv_auth(const struct config *cf, const char *mech, const char *user,
 	clen = get_u32(&p);
 	get_string(&p, rlen, reason_buf, sizeof(reason_buf));
 	get_string(&p, clen, canon, canonsize);
-	if (!packet_done(&p) || result > AUTH_TEMPFAIL)
+	if (!packet_done(&p) || result == AUTH_GONE || result > AUTH_BLOCKED)
 		monitor_gone();
 	*reason = reason_buf;
 	return (int)result;
@@ -483,7 +493,9 @@ struct monitor {
 	int			 spool;		/* the next message's, or -1 */
 	int			 spool_given;	/* the session has it */
 	int			 authenticated;
+	int			 blocked;	/* over a limit: no more checks */
 	uint64_t		 auth_requests;
+	struct limits		 limits;
 	char			 user[AUTH_USER_MAX + 1];
 };
 
@@ -496,13 +508,59 @@ monitor_refuse(const char *why)
 	exit(EX_SOFTWARE_);
 }
 
+/*
+ * One password check, within the limits: a blocked address or user is
+ * refused without asking the backend (limits.c logged why), and what the
+ * backend answers is counted.  The record of a checked password is the
+ * monitor's, which a subverted session can neither leave out nor hurry
+ * (tls= is the session's word, the rest the monitor's).  What the
+ * session refuses unasked it logs itself, and a subverted one could
+ * forge such lines (smtpauthd.8, SECURITY).
+ */
+static int
+monitor_check(struct monitor *m, const char *mechname, const char *user,
+    const char *pass, char *canon, size_t canonsize, const char **reason,
+    const char *tls)
+{
+	struct auth_bounds	 bounds;
+	int			 result;
+
+	if (!m->blocked) {
+		switch (limits_before_auth(&m->limits, user, pass)) {
+		case LIMIT_ADDR:
+			m->blocked = 1;
+			break;
+		case LIMIT_USER:
+			*reason = "auth-limit-user";
+			return AUTH_TEMPFAIL;
+		default:
+			break;
+		}
+	}
+	if (m->blocked) {
+		*reason = "auth-limit";
+		return AUTH_BLOCKED;
+	}
+	bounds.cf = m->cf;
+	bounds.peer = m->peer;
+	bounds.channel = m->channel;
+	bounds.session = m->session;
+	result = auth_bounded(&bounds, mechname, user, pass, canon, canonsize,
+	    reason);
+	if (result == AUTH_GONE)
+		return result;
+	limits_after_auth(&m->limits, result, user);
+	auth_log_result(result, result == AUTH_OK ? canon : user, mechname,
+	    m->peer, *reason, tls);
+	return result;
+}
+
 static int
 monitor_auth(struct monitor *m, struct packet *p)
 {
 	char		 user[AUTH_USER_MAX + 1], pass[AUTH_PASS_MAX + 1];
 	char		 canon[AUTH_USER_MAX + 1] = "", tls[TLS_NAME_MAX + 1];
 	const char	*reason = "", *mechname;
-	struct auth_bounds bounds;
 	uint32_t	 mech, ulen, plen, tlen;
 	int64_t		 started;
 	int		 result;
@@ -526,25 +584,12 @@ monitor_auth(struct monitor *m, struct packet *p)
 		monitor_refuse("malformed AUTH");
 	}
 	mechname = mech == MECH_LOGIN ? "LOGIN" : "PLAIN";
-	bounds.cf = m->cf;
-	bounds.peer = m->peer;
-	bounds.channel = m->channel;
-	bounds.session = m->session;
-	result = auth_bounded(&bounds, mechname, user, pass, canon,
-	    sizeof(canon), &reason);
+	result = monitor_check(m, mechname, user, pass, canon, sizeof(canon),
+	    &reason, tls);
 	explicit_bzero(pass, sizeof(pass));
 	if (result == AUTH_GONE)
 		return -1;	/* no one to answer: the loop ends */
-	/*
-	 * The record of a checked password is the monitor's, which a
-	 * subverted session can neither leave out nor hurry: it waits out
-	 * the delay here too (tls= is the session's word, the rest the
-	 * monitor's).  What the session refuses unasked it logs itself, and
-	 * a subverted one could forge such lines (smtpauthd.8, SECURITY).
-	 */
-	auth_log_result(result, result == AUTH_OK ? canon : user, mechname,
-	    m->peer, reason, tls);
-	if (result != AUTH_OK)
+	if (result != AUTH_OK && result != AUTH_BLOCKED)
 		sleep_until(auth_failure_deadline(m->cf, started));
 	if (result == AUTH_OK) {
 		m->authenticated = 1;
@@ -894,11 +939,15 @@ drop_privileges(const struct config *cf, const struct passwd *pw)
 static void
 wait_for_monitor(void)
 {
-	struct packet p;
+	struct packet	 p;
+	uint32_t	 verdict;
 
-	if (packet_recv(channel, &p) == -1 || get_u32(&p) != MSG_READY ||
-	    !packet_done(&p))
+	if (packet_recv(channel, &p) == -1 || get_u32(&p) != MSG_READY)
 		monitor_gone();
+	verdict = get_u32(&p);
+	if (!packet_done(&p) || verdict > 1)
+		monitor_gone();
+	start_blocked = verdict == 1;
 }
 
 static void
@@ -1042,6 +1091,15 @@ session_main(const struct config *cf, struct io *io, const char *peer,
 	if (implicit_ctx != NULL && session_implicit_tls(cf, io, peer,
 	    implicit_ctx) == -1)
 		return;
+	if (start_blocked) {
+		io_printf(io, "421 4.7.0 %s Too many authentication failures "
+		    "from your address, try later\r\n", cf->hostname);
+		(void)io_flush(io);
+		log_msg(LOG_INFO, "disconnect ip=%s user=- reason=auth-limit "
+		    "commands=0 messages=0", peer);
+		tls_close(io->tls);
+		return;
+	}
 	client_io = io;
 	smtp_session(cf, io, peer, starttls_ctx, &privsep_backend);
 	tls_close(io->tls);
@@ -1121,16 +1179,20 @@ privsep_split(const struct config *cf, struct io *io, const char *peer,
 		fatal("/dev/null");
 	if (devnull > 2)
 		close(devnull);
-	memset(&ready, 0, sizeof(ready));
-	put_u32(&ready, MSG_READY);
-	if (packet_send(sv[0], &ready) == -1)
-		log_msg(LOG_ERR, "monitor: the session is gone before it began");
 	memset(&m, 0, sizeof(m));
 	m.cf = cf;
 	m.peer = peer;
 	m.session = pid;
 	m.channel = sv[0];
 	m.spool = spool;
+	/* The store is opened only now: the session never holds it. */
+	limits_init(&m.limits, cf, peer);
+	m.blocked = limits_connect(&m.limits) != NULL;
+	memset(&ready, 0, sizeof(ready));
+	put_u32(&ready, MSG_READY);
+	put_u32(&ready, m.blocked ? 1 : 0);
+	if (packet_send(sv[0], &ready) == -1)
+		log_msg(LOG_ERR, "monitor: the session is gone before it began");
 	monitor_loop(&m);
 	close(m.channel);
 	while (waitpid(pid, &status, 0) == -1)

@@ -557,7 +557,12 @@ auth_run(struct session *s, struct auth_attempt *a)
 		reply(s, 235, "2.7.0 Authentication successful");
 	} else if (rc == AUTH_GONE)
 		close_session(s, "eof");	/* not a failure: no one to tell */
-	else if (rc == AUTH_TEMPFAIL)
+	else if (rc == AUTH_BLOCKED) {
+		/* The monitor logged it; no delay: nothing was checked. */
+		reply(s, 421, "4.7.0 %s Too many authentication failures from "
+		    "your address, try later", s->cf->hostname);
+		close_session(s, "auth-limit");
+	} else if (rc == AUTH_TEMPFAIL)
 		auth_failed(s, a, 454, "4.7.0 Temporary authentication failure",
 		    1);
 	else

@@ -219,7 +219,9 @@ static void __attribute__((noreturn))
 usage(void)
 {
 	fprintf(stderr, "usage: smtpauthd [-dtTV] [-f file] [-o key=value]...\n"
-	    "       smtpauthd -H\n");
+	    "       smtpauthd -H\n"
+	    "       smtpauthd [-f file] [-o key=value]... -S list | "
+	    "unblock ADDRESS|PREFIX|USER\n");
 	exit(64);
 }
 
@@ -330,6 +332,7 @@ main(int argc, char *argv[])
 {
 	struct config	 cf;
 	const char	*conf_path = DEFAULT_CONF, *options[MAX_OPTIONS];
+	char		*admin[2] = { NULL, NULL };
 	size_t		 noptions = 0, i;
 	int		 ch, debug = 0, test = 0, dump = 0, hash = 0, named = 0;
 	int		 rc;
@@ -351,7 +354,7 @@ main(int argc, char *argv[])
 	    signal(SIGCHLD, SIG_DFL) == SIG_ERR ||
 	    signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		err(71, "signals");
-	while ((ch = getopt(argc, argv, "df:Ho:tTV")) != -1) {
+	while ((ch = getopt(argc, argv, "df:Ho:S:tTV")) != -1) {
 		switch (ch) {
 		case 'd':
 			debug = 1;
@@ -368,6 +371,9 @@ main(int argc, char *argv[])
 				errx(64, "too many -o options");
 			options[noptions++] = optarg;
 			break;
+		case 'S':
+			admin[0] = optarg;
+			break;
 		case 't':
 			test = 1;
 			break;
@@ -381,7 +387,10 @@ main(int argc, char *argv[])
 			usage();
 		}
 	}
-	if (optind != argc)
+	/* -S unblock takes what to unblock after the options. */
+	if (admin[0] != NULL && optind + 1 == argc)
+		admin[1] = argv[optind++];
+	if (optind != argc || (admin[0] != NULL && (test || dump || hash)))
 		usage();
 	if (hash)
 		return auth_hash_password(stdin, stdout);
@@ -397,6 +406,11 @@ main(int argc, char *argv[])
 		rc = conf_check(&cf, stderr) == 0 ? 0 : EX_CONFIG_;
 		if (rc == 0)
 			fprintf(stderr, "smtpauthd: configuration ok\n");
+	} else if (admin[0] != NULL) {
+		for (i = 0; i < cf.nerrors; i++)
+			fprintf(stderr, "smtpauthd: %s\n", cf.errors[i]);
+		rc = cf.nerrors != 0 ? EX_CONFIG_ : limits_admin(&cf,
+		    admin[1] != NULL ? 2 : 1, admin);
 	} else if (dump) {
 		for (i = 0; i < cf.nerrors; i++)
 			fprintf(stderr, "smtpauthd: %s\n", cf.errors[i]);

@@ -64,6 +64,12 @@ enum tls_mode { TLS_UNSET, TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 enum inject_mode { INJECT_ENVELOPE, INJECT_HEADERS };
 enum tls_version { TLS_V1_2, TLS_V1_3 };
 
+/* A limit: count things within window seconds; count 0 is off. */
+struct rate {
+	uint64_t	 count;
+	uint64_t	 window;
+};
+
 struct config {
 	char		*hostname;
 	enum auth_backend auth;
@@ -90,6 +96,12 @@ struct config {
 	char		*spool_dir;
 	char		*privsep_user;
 	char		*privsep_dir;
+	char		*state;			/* "none", "sqlite:PATH" */
+	struct rate	 auth_limit_ip;
+	struct rate	 auth_limit_net;
+	struct rate	 auth_limit_user;
+	uint64_t	 auth_known_ip_time;
+	char		*auth_limit_exempt;	/* prefixes; NULL: none */
 	int		 hostname_looked_up;	/* the default came from DNS */
 
 	/* Problems found while loading; reported by -t or at connection. */
@@ -275,8 +287,11 @@ int	 smtp_session(const struct config *, struct io *, const char *peer,
 /*
  * AUTH_GONE: the client left while the backend worked; no reply, the
  * session ends.  Only the session's side of privsep says it.
+ * AUTH_BLOCKED: the monitor did not ask the backend: the client's address
+ * is over its limit (limits.c); 421 and the session ends.
  */
-enum auth_result { AUTH_OK, AUTH_FAIL, AUTH_TEMPFAIL, AUTH_GONE };
+enum auth_result { AUTH_OK, AUTH_FAIL, AUTH_TEMPFAIL, AUTH_GONE,
+	AUTH_BLOCKED };
 
 int	 base64_decode(const char *in, size_t inlen, unsigned char *out,
 	    size_t outsize, size_t *outlen);
@@ -316,6 +331,42 @@ void	 auth_catch_stops(void);
 int	 auth_bounded(const struct auth_bounds *, const char *mech,
 	    const char *user, const char *pass, char *canon, size_t canonsize,
 	    const char **reason);
+
+/* ---- client addresses and prefixes (prefix.c) ---- */
+struct net_addr {
+	int		 family;	/* 4 or 6 */
+	unsigned char	 bytes[16];
+};
+struct net_prefix {
+	struct net_addr	 addr;
+	unsigned	 bits;
+};
+int	 net_addr_parse(const char *, struct net_addr *);
+int	 net_prefix_parse(const char *, struct net_prefix *);
+int	 net_prefix_match(const struct net_prefix *, const struct net_addr *);
+int	 net_prefix_list_match(const char *list, const struct net_addr *);
+void	 net_addr_network(const struct net_addr *, unsigned v4bits,
+	    unsigned v6bits, char *out, size_t outsize);
+
+/* ---- limits on guessing, across connections (limits.c) ---- */
+enum limit_verdict { LIMIT_OK, LIMIT_ADDR, LIMIT_USER };
+struct limits {
+	const struct config	*cf;
+	const char		*peer;
+	struct net_addr		 addr;
+	int			 has_addr;	/* peer is an IP address */
+	int			 exempt;	/* in auth-limit-exempt */
+	int			 off;		/* state none, or exempt */
+	int			 failed;	/* the store failed: fail open */
+	char			 guess[33];	/* this check's keyed hash */
+};
+void	 limits_init(struct limits *, const struct config *, const char *peer);
+const char *limits_connect(struct limits *);
+int	 limits_before_auth(struct limits *, const char *user,
+	    const char *pass);
+void	 limits_after_auth(struct limits *, int result, const char *user);
+int	 limits_admin(const struct config *, int argc, char *const argv[]);
+int	 limits_check_store(const struct config *, char *err, size_t errsize);
 
 /* ---- privilege separation (privsep.c) ---- */
 

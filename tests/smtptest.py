@@ -621,6 +621,12 @@ class Env:
         self.chown(self.spool)
         self.users = dict(USERS if users is None else users)
         self.pam = None
+        # Each test remembers across its connections in a store of its own.
+        self.statedir = os.path.join(self.dir, "state")
+        os.mkdir(self.statedir)
+        os.chmod(self.statedir, 0o700)
+        self.chown(self.statedir)
+        self.statedb = os.path.join(self.statedir, "state.db")
         self.conf = {
             "hostname": HOSTNAME,
             "auth": "file",
@@ -633,6 +639,7 @@ class Env:
             "timeout": "30",
             "data-timeout": "30",
             "sendmail-timeout": "30",
+            "state": "sqlite:" + self.statedb,
         }
         self.extra_environ = {"REMOTE_ADDR": PEER}
         self.clients = []

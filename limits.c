@@ -1,0 +1,452 @@
+/*
+ * limits.c - the limits on guessing passwords, across connections: what
+ * the monitor asks the state store when a connection begins and around
+ * each password check, and smtpauthd -S, which shows and lifts blocks.
+ *
+ * What is counted (a member of a set in the store, state.c): each failed
+ * check as a keyed hash of the user and the password, in three sets -
+ * the client's address (an IPv4 address, an IPv6 /64), its network (/24,
+ * /48) and the user.  Counting distinct hashes is Dovecot's idea: a phone
+ * retrying a stale password all day is one failure, a guesser trying new
+ * passwords or new users is many.  Unknown users are counted like known
+ * ones, so no limit tells which accounts exist.  Each success records the
+ * address it came from for the user: past auth-limit-user, only those
+ * addresses may still try, so the owner keeps working while a botnet is
+ * stopped - unlike pam_faillock, which locks the owner out with them.
+ *
+ * The monitor calls this with facts it owns (its peer address, the user
+ * and password of a check it runs); the session never sees the store.  A
+ * store that fails is logged once for the connection and then left alone:
+ * the connection goes on without limits (fail open).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "smtpauthd.h"
+#include "state.h"
+
+/* The addresses one user logged in from: a phone on many networks. */
+#define KNOWN_KEEP	64
+
+static int64_t
+now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static int
+limit_on(const struct rate *r)
+{
+	return r->count > 0 && r->window > 0;
+}
+
+void
+limits_init(struct limits *l, const struct config *cf, const char *peer)
+{
+	memset(l, 0, sizeof(*l));
+	l->cf = cf;
+	l->peer = peer;
+	if (net_addr_parse(peer, &l->addr) == 0) {
+		l->has_addr = 1;
+		l->exempt = net_prefix_list_match(cf->auth_limit_exempt,
+		    &l->addr) == 1;
+	}
+	l->off = strcmp(cf->state, "none") == 0 || l->exempt;
+}
+
+/* The store for one step, or NULL: none, or failing open (logged once). */
+static struct state *
+store(struct limits *l)
+{
+	struct state	*st;
+	char		 err[512];
+
+	if (l->off || l->failed)
+		return NULL;
+	if (state_open(l->cf, &st, err, sizeof(err)) != STATE_OK) {
+		l->failed = 1;
+		log_msg(LOG_ERR, "state %s: %s; no limits for this connection "
+		    "(failing open)", l->cf->state, err);
+		return NULL;
+	}
+	return st;
+}
+
+static void
+store_failed(struct limits *l, struct state *st)
+{
+	if (!l->failed)
+		log_msg(LOG_ERR, "state %s: %s; no limits for this connection "
+		    "(failing open)", l->cf->state, state_error(st));
+	l->failed = 1;
+}
+
+/* "ip:192.0.2.7", "net:2001:db8:1::/48" */
+static void
+addr_key(const struct limits *l, int net, char *key, size_t size)
+{
+	char text[PEER_MAX + 8];
+
+	net_addr_network(&l->addr, net ? 24 : 32, net ? 48 : 64, text,
+	    sizeof(text));
+	snprintf(key, size, "%s:%s", net ? "net" : "ip", text);
+}
+
+/*
+ * "user:alice": the name in lower case (a guesser gains nothing from
+ * ALICE), as it is when made of the usual characters, else in hex.
+ */
+static void
+user_key(const char *kind, const char *user, char *key, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t		 i, n, plain;
+
+	n = (size_t)snprintf(key, size, "%s:", kind);
+	plain = strspn(user, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+=-");
+	if (user[plain] != '\0' && n + 1 < size)
+		key[n++] = '#';
+	for (i = 0; user[i] != '\0' && n + 2 < size; i++) {
+		unsigned char c = (unsigned char)user[i];
+
+		if (user[plain] == '\0')
+			key[n++] = (char)tolower(c);
+		else {
+			key[n++] = hex[c >> 4];
+			key[n++] = hex[c & 15];
+		}
+	}
+	key[n] = '\0';
+}
+
+/*
+ * Whether the address or its network is over its limit: the reason, or
+ * NULL.  Logged as the refusal it causes.
+ */
+static const char *
+addr_blocked(struct limits *l, struct state *st)
+{
+	const struct rate	*r;
+	char			 key[STATE_KEY_MAX + 1];
+	uint64_t		 n;
+	int			 net;
+
+	if (!l->has_addr)
+		return NULL;
+	for (net = 0; net <= 1; net++) {
+		r = net ? &l->cf->auth_limit_net : &l->cf->auth_limit_ip;
+		if (!limit_on(r))
+			continue;
+		addr_key(l, net, key, sizeof(key));
+		if (state_count(st, key, now_s(), 0, &n, NULL) != STATE_OK) {
+			store_failed(l, st);
+			return NULL;
+		}
+		if (n >= r->count) {
+			log_msg(LOG_NOTICE, "blocked ip=%s reason=%s", l->peer,
+			    net ? "auth-limit-net" : "auth-limit-ip");
+			return net ? "auth-limit-net" : "auth-limit-ip";
+		}
+	}
+	return NULL;
+}
+
+/* At the start of a connection: NULL, or why it is turned away. */
+const char *
+limits_connect(struct limits *l)
+{
+	struct state	*st;
+	const char	*why;
+
+	if ((st = store(l)) == NULL)
+		return NULL;
+	why = addr_blocked(l, st);
+	state_close(st);
+	return why;
+}
+
+/*
+ * Before a password check: LIMIT_OK (ask the backend), LIMIT_ADDR (the
+ * address is over its limit: 421 and close) or LIMIT_USER (the user is,
+ * and this address is not one it logged in from: 454, as an outage).
+ * Keeps the guess's hash for limits_after_auth.
+ */
+int
+limits_before_auth(struct limits *l, const char *user, const char *pass)
+{
+	struct state	*st;
+	char		 key[STATE_KEY_MAX + 1], lower[STATE_KEY_MAX + 1];
+	uint64_t	 n;
+	int		 known = 0, rc = LIMIT_OK;
+
+	l->guess[0] = '\0';
+	if ((st = store(l)) == NULL)
+		return LIMIT_OK;
+	user_key("user", user, key, sizeof(key));
+	snprintf(lower, sizeof(lower), "%s", key + strlen("user:"));
+	state_digest(st, lower, pass, l->guess);
+	if (addr_blocked(l, st) != NULL)
+		rc = LIMIT_ADDR;
+	else if (!l->failed && limit_on(&l->cf->auth_limit_user)) {
+		if (state_count(st, key, now_s(), 0, &n, NULL) != STATE_OK)
+			store_failed(l, st);
+		else if (n >= l->cf->auth_limit_user.count) {
+			user_key("known", user, key, sizeof(key));
+			if (l->has_addr && l->cf->auth_known_ip_time > 0 &&
+			    state_has(st, key, l->peer, now_s(), &known) !=
+			    STATE_OK)
+				store_failed(l, st);
+			else if (!known) {
+				char esc[ESC_MAX];
+
+				log_msg(LOG_NOTICE, "blocked user=%s ip=%s "
+				    "reason=auth-limit-user", log_escape(user,
+				    esc, sizeof(esc)), l->peer);
+				rc = LIMIT_USER;
+			}
+		}
+	}
+	state_close(st);
+	if (l->failed)
+		return LIMIT_OK;
+	return rc;
+}
+
+static void
+count_failure(struct limits *l, struct state *st, const char *key,
+    const struct rate *r, const char *what)
+{
+	uint64_t	 n;
+	char		 esc[ESC_MAX];
+
+	if (!limit_on(r) || l->failed)
+		return;
+	if (state_mark(st, key, l->guess, now_s(), r->window, r->count, &n) !=
+	    STATE_OK) {
+		store_failed(l, st);
+		return;
+	}
+	if (n == r->count)
+		log_msg(LOG_NOTICE, "limit reached %s reason=%s failures=%llu "
+		    "window=%llus", log_escape(key, esc, sizeof(esc)), what,
+		    (unsigned long long)n, (unsigned long long)r->window);
+}
+
+/* After a check the backend answered: count a failure, or a success. */
+void
+limits_after_auth(struct limits *l, int result, const char *user)
+{
+	struct state	*st;
+	char		 key[STATE_KEY_MAX + 1];
+	uint64_t	 n;
+
+	if (l->guess[0] == '\0' || (result != AUTH_OK && result != AUTH_FAIL) ||
+	    (st = store(l)) == NULL) {
+		explicit_bzero(l->guess, sizeof(l->guess));
+		return;
+	}
+	if (result == AUTH_FAIL) {
+		if (l->has_addr) {
+			addr_key(l, 0, key, sizeof(key));
+			count_failure(l, st, key, &l->cf->auth_limit_ip,
+			    "auth-limit-ip");
+			addr_key(l, 1, key, sizeof(key));
+			count_failure(l, st, key, &l->cf->auth_limit_net,
+			    "auth-limit-net");
+		}
+		user_key("user", user, key, sizeof(key));
+		count_failure(l, st, key, &l->cf->auth_limit_user,
+		    "auth-limit-user");
+	} else if (l->has_addr && l->cf->auth_known_ip_time > 0) {
+		user_key("known", user, key, sizeof(key));
+		if (state_mark(st, key, l->peer, now_s(),
+		    l->cf->auth_known_ip_time, KNOWN_KEEP, &n) != STATE_OK)
+			store_failed(l, st);
+	}
+	state_close(st);
+	explicit_bzero(l->guess, sizeof(l->guess));
+}
+
+/* ---- smtpauthd -S ---- */
+
+struct listing {
+	const struct config	*cf;
+	struct state		*st;
+	int64_t			 now;
+	int			 shown;
+	int			 failed;
+};
+
+static const struct rate *
+key_rate(const struct config *cf, const char *key, const char **kind)
+{
+	if (strncmp(key, "ip:", 3) == 0) {
+		*kind = "ip";
+		return &cf->auth_limit_ip;
+	}
+	if (strncmp(key, "net:", 4) == 0) {
+		*kind = "net";
+		return &cf->auth_limit_net;
+	}
+	if (strncmp(key, "user:", 5) == 0) {
+		*kind = "user";
+		return &cf->auth_limit_user;
+	}
+	return NULL;
+}
+
+static void
+utc_time(int64_t t, char *out, size_t size)
+{
+	time_t		 tt = (time_t)t;
+	struct tm	 tm;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, size, "%lld", (long long)t);
+}
+
+static int
+list_key(void *arg, const char *key)
+{
+	struct listing		*ls = arg;
+	const struct rate	*r;
+	const char		*kind;
+	char			 until[32];
+	uint64_t		 n;
+	int64_t			 t;
+
+	if ((r = key_rate(ls->cf, key, &kind)) == NULL || !limit_on(r))
+		return 0;
+	if (state_count(ls->st, key, ls->now, r->count, &n, &t) != STATE_OK) {
+		ls->failed = 1;
+		return -1;
+	}
+	if (n < r->count)
+		return 0;
+	utc_time(t, until, sizeof(until));
+	printf("blocked %s=%s failures=%llu limit=%llu until=%s\n", kind,
+	    key + strlen(kind) + 1, (unsigned long long)n,
+	    (unsigned long long)r->count, until);
+	ls->shown++;
+	return 0;
+}
+
+static int
+forget(struct state *st, const char *key, int *lifted)
+{
+	uint64_t	 n = 0;
+	char		 esc[ESC_MAX];
+
+	if (state_forget(st, key, &n) != STATE_OK)
+		return -1;
+	if (n > 0) {
+		printf("unblocked %s (%llu counted)\n", log_escape(key, esc,
+		    sizeof(esc)), (unsigned long long)n);
+		log_msg(LOG_NOTICE, "unblocked %s by smtpauthd -S", esc);
+		*lifted = 1;
+	}
+	return 0;
+}
+
+/* An address lifts its own count and its network's; a prefix, that one. */
+static int
+unblock(const struct config *cf, struct state *st, const char *what)
+{
+	struct limits		 l;
+	struct net_prefix	 p;
+	char			 key[STATE_KEY_MAX + 1], text[PEER_MAX + 8];
+	int			 lifted = 0, rc = 0;
+
+	memset(&l, 0, sizeof(l));
+	if (strchr(what, '/') == NULL && net_addr_parse(what, &l.addr) == 0) {
+		l.has_addr = 1;
+		addr_key(&l, 0, key, sizeof(key));
+		rc |= forget(st, key, &lifted);
+		addr_key(&l, 1, key, sizeof(key));
+		rc |= forget(st, key, &lifted);
+	} else if (net_prefix_parse(what, &p) == 0) {
+		net_addr_network(&p.addr, p.bits, p.bits, text, sizeof(text));
+		snprintf(key, sizeof(key), "ip:%s", text);
+		rc |= forget(st, key, &lifted);
+		snprintf(key, sizeof(key), "net:%s", text);
+		rc |= forget(st, key, &lifted);
+	} else {
+		user_key("user", what, key, sizeof(key));
+		rc |= forget(st, key, &lifted);
+	}
+	if (rc != 0) {
+		fprintf(stderr, "smtpauthd: state %s: %s\n", cf->state,
+		    state_error(st));
+		return EX_TEMPFAIL_;
+	}
+	if (!lifted) {
+		fprintf(stderr, "smtpauthd: %s: nothing is counted against it\n",
+		    what);
+		return 1;
+	}
+	return 0;
+}
+
+/* smtpauthd -S list | unblock X: the exit status. */
+int
+limits_admin(const struct config *cf, int argc, char *const argv[])
+{
+	struct listing	 ls;
+	struct state	*st;
+	char		 err[512];
+	int		 rc;
+
+	if (argc < 1 || (strcmp(argv[0], "list") == 0 && argc != 1) ||
+	    (strcmp(argv[0], "unblock") == 0 && argc != 2) ||
+	    (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "unblock") != 0)) {
+		fprintf(stderr, "usage: smtpauthd [-f file] [-o key=value]... "
+		    "-S list | unblock ADDRESS|PREFIX|USER\n");
+		return 64;
+	}
+	if ((rc = state_open(cf, &st, err, sizeof(err))) != STATE_OK) {
+		fprintf(stderr, "smtpauthd: state %s: %s\n", cf->state, err);
+		return rc == STATE_CONFIG ? EX_CONFIG_ : EX_TEMPFAIL_;
+	}
+	if (st == NULL) {
+		fprintf(stderr, "smtpauthd: state none: nothing is remembered "
+		    "across connections\n");
+		return strcmp(argv[0], "list") == 0 ? 0 : 1;
+	}
+	if (strcmp(argv[0], "unblock") == 0) {
+		rc = unblock(cf, st, argv[1]);
+		state_close(st);
+		return rc;
+	}
+	memset(&ls, 0, sizeof(ls));
+	ls.cf = cf;
+	ls.st = st;
+	ls.now = now_s();
+	if (state_keys(st, ls.now, list_key, &ls) != STATE_OK || ls.failed) {
+		fprintf(stderr, "smtpauthd: state %s: %s\n", cf->state,
+		    state_error(st));
+		state_close(st);
+		return EX_TEMPFAIL_;
+	}
+	state_close(st);
+	if (ls.shown == 0)
+		fprintf(stderr, "smtpauthd: nothing is blocked\n");
+	return 0;
+}
+
+/* -t: the store opens (made if need be), or the problem. */
+int
+limits_check_store(const struct config *cf, char *err, size_t errsize)
+{
+	struct state *st;
+
+	if (state_open(cf, &st, err, errsize) != STATE_OK)
+		return -1;
+	state_close(st);
+	return 0;
+}

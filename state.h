@@ -1,0 +1,68 @@
+/*
+ * state.h - the state store's interface (state.c) and what a backend
+ * fills in (state_sqlite.c).  Only the monitor and -S include it.
+ */
+#ifndef STATE_H
+#define STATE_H
+#include <stdint.h>
+
+#define STATE_KEY_MAX		600	/* "user:" and a hex-encoded name fit */
+#define STATE_DIGEST_HEX	32	/* 128 bits of HMAC-SHA-256, in hex */
+#define STATE_PART_MAX		(AUTH_PASS_MAX + 8)
+/*
+ * At most this many members in all: a flood of addresses and names
+ * cannot grow the store past a few tens of MiB (oldest out first).
+ */
+#define STATE_ROWS_MAX		200000
+
+enum state_status { STATE_OK = 0, STATE_RETRY = -1, STATE_CONFIG = -2 };
+
+struct state;
+typedef int (*state_key_fn)(void *arg, const char *key);
+
+struct state_backend {
+	const char	*scheme;	/* "sqlite" in sqlite:PATH */
+	int	(*check)(const char *rest, const char **why);
+	int	(*open)(struct state *, const char *rest, char *err,
+		    size_t errsize);
+	/* Add member (or renew it) until now + ttl; keep the newest `keep`. */
+	int	(*mark)(struct state *, const char *key, const char *member,
+		    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count);
+	/* Members alive at now; until: when fewer than limit will be. */
+	int	(*count)(struct state *, const char *key, int64_t now,
+		    uint64_t limit, uint64_t *count, int64_t *until);
+	int	(*has)(struct state *, const char *key, const char *member,
+		    int64_t now, int *yes);
+	int	(*forget)(struct state *, const char *key, uint64_t *removed);
+	int	(*keys)(struct state *, int64_t now, state_key_fn, void *arg);
+	void	(*close)(struct state *);
+};
+
+struct state {
+	const struct state_backend *backend;
+	void		*handle;		/* the backend's */
+	unsigned char	 secret[32];		/* the keyed hash's */
+	char		 error[256];		/* the last failure, for the log */
+};
+
+extern const struct state_backend state_sqlite_backend;
+
+int	 state_spec_check(const char *spec, const struct state_backend **,
+	    const char **why);
+int	 state_open(const struct config *, struct state **, char *err,
+	    size_t errsize);
+void	 state_close(struct state *);
+const char *state_error(const struct state *);
+int	 state_mark(struct state *, const char *key, const char *member,
+	    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count);
+int	 state_count(struct state *, const char *key, int64_t now,
+	    uint64_t limit, uint64_t *count, int64_t *until);
+int	 state_has(struct state *, const char *key, const char *member,
+	    int64_t now, int *yes);
+int	 state_forget(struct state *, const char *key, uint64_t *removed);
+int	 state_keys(struct state *, int64_t now, state_key_fn, void *arg);
+int	 state_load_secret(struct state *, const char *path, char *err,
+	    size_t errsize);
+void	 state_digest(const struct state *, const char *a, const char *b,
+	    char out[STATE_DIGEST_HEX + 1]);
+#endif

@@ -1,0 +1,341 @@
+/*
+ * state_sqlite.c - the state store in one SQLite database on this host
+ * (`state sqlite:PATH`), for state.c.
+ *
+ * Every connection's monitor opens the database for a moment, so it is
+ * in WAL mode (readers never wait for a writer) with synchronous=NORMAL
+ * (a power cut may lose the last few counts, never the file), and each
+ * change is one IMMEDIATE transaction, so that concurrent connections
+ * serialise on the write lock instead of losing updates.  A lock held
+ * longer than BUSY_MS is a store too slow to wait for: STATE_RETRY, and
+ * the caller goes on without it.
+ *
+ * One table: marks(key, member, expires).  Expired members of a key go
+ * when that key is next changed; all expired ones, and then the oldest
+ * beyond STATE_ROWS_MAX, every TRIM_EVERY insertions.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "smtpauthd.h"
+#include "state.h"
+
+#define BUSY_MS		1000
+#define TRIM_EVERY	256
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS marks ("
+    " key TEXT NOT NULL, member TEXT NOT NULL, expires INTEGER NOT NULL,"
+    " UNIQUE (key, member));"
+    "CREATE INDEX IF NOT EXISTS marks_expires ON marks (expires);"
+    "PRAGMA user_version = 1;";
+
+static int
+sqlite_check(const char *path, const char **why)
+{
+	if (path[0] != '/' || strlen(path) > PATH_MAX - 16) {
+		*why = "sqlite:PATH needs an absolute path";
+		return -1;
+	}
+	if (path[strlen(path) - 1] == '/') {
+		*why = "sqlite:PATH names a directory";
+		return -1;
+	}
+	return 0;
+}
+
+static sqlite3 *
+db(struct state *st)
+{
+	return st->handle;
+}
+
+static int
+failed(struct state *st, const char *what)
+{
+	snprintf(st->error, sizeof(st->error), "%s: %s", what,
+	    sqlite3_errmsg(db(st)));
+	return STATE_RETRY;
+}
+
+/* The directory is made at first use, root's alone (systemd's
+ * StateDirectory= makes it so too). */
+static int
+make_dir(const char *path, char *err, size_t errsize)
+{
+	char	 copy[PATH_MAX], *dir;
+
+	snprintf(copy, sizeof(copy), "%s", path);
+	dir = dirname(copy);
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
+		snprintf(err, errsize, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The file is made before SQLite opens it, so it is never world-readable. */
+static int
+make_file(const char *path, char *err, size_t errsize)
+{
+	int fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd == -1) {
+		snprintf(err, errsize, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+exec_sql(struct state *st, const char *sql)
+{
+	if (sqlite3_exec(db(st), sql, NULL, NULL, NULL) != SQLITE_OK)
+		return failed(st, "sqlite");
+	return STATE_OK;
+}
+
+static int
+setup(struct state *st)
+{
+	sqlite3_stmt	*stmt;
+	int		 version = -1;
+
+	if (sqlite3_prepare_v2(db(st), "PRAGMA user_version", -1, &stmt,
+	    NULL) != SQLITE_OK)
+		return failed(st, "sqlite");
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		version = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	if (version == -1)
+		return failed(st, "sqlite");
+	if (version == 1)
+		return STATE_OK;
+	if (exec_sql(st, "PRAGMA journal_mode = WAL") != STATE_OK ||
+	    exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
+		return STATE_RETRY;
+	if (exec_sql(st, schema) != STATE_OK) {
+		(void)sqlite3_exec(db(st), "ROLLBACK", NULL, NULL, NULL);
+		return STATE_RETRY;
+	}
+	return exec_sql(st, "COMMIT");
+}
+
+static int
+sqlite_open(struct state *st, const char *path, char *err, size_t errsize)
+{
+	sqlite3	*handle = NULL;
+	int	 rc;
+
+	if (make_dir(path, err, errsize) == -1 ||
+	    make_file(path, err, errsize) == -1)
+		return STATE_RETRY;
+	rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_NOFOLLOW, NULL);
+	st->handle = handle;
+	if (rc != SQLITE_OK) {
+		snprintf(err, errsize, "%s: %s", path, handle != NULL ?
+		    sqlite3_errmsg(handle) : sqlite3_errstr(rc));
+		sqlite3_close(handle);
+		return STATE_RETRY;
+	}
+	sqlite3_busy_timeout(handle, BUSY_MS);
+	if (exec_sql(st, "PRAGMA synchronous = NORMAL") != STATE_OK ||
+	    setup(st) != STATE_OK) {
+		snprintf(err, errsize, "%s: %s", path, st->error);
+		sqlite3_close(handle);
+		return STATE_RETRY;
+	}
+	if ((rc = state_load_secret(st, path, err, errsize)) != STATE_OK) {
+		sqlite3_close(handle);
+		return rc;
+	}
+	return STATE_OK;
+}
+
+static void
+sqlite_close(struct state *st)
+{
+	sqlite3_close(db(st));
+	st->handle = NULL;
+}
+
+/*
+ * Runs sql with the text and integer arguments given (?1.. in order:
+ * texts first), stepping through its rows; the first column of the last
+ * row goes to *result when it is asked for.
+ */
+static int
+run(struct state *st, const char *sql, const char *t1, const char *t2,
+    int64_t i1, int64_t i2, int64_t *result)
+{
+	sqlite3_stmt	*stmt;
+	int		 rc, n = 1;
+
+	if (sqlite3_prepare_v2(db(st), sql, -1, &stmt, NULL) != SQLITE_OK)
+		return failed(st, "sqlite");
+	if (t1 != NULL)
+		sqlite3_bind_text(stmt, n++, t1, -1, SQLITE_STATIC);
+	if (t2 != NULL)
+		sqlite3_bind_text(stmt, n++, t2, -1, SQLITE_STATIC);
+	if (sqlite3_bind_parameter_count(stmt) >= n)
+		sqlite3_bind_int64(stmt, n++, i1);
+	if (sqlite3_bind_parameter_count(stmt) >= n)
+		sqlite3_bind_int64(stmt, n, i2);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+		if (result != NULL)
+			*result = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_DONE)
+		return failed(st, "sqlite");
+	return STATE_OK;
+}
+
+static int
+rollback(struct state *st)
+{
+	(void)sqlite3_exec(db(st), "ROLLBACK", NULL, NULL, NULL);
+	return STATE_RETRY;
+}
+
+/* Expired members, then the oldest beyond the bound. */
+static int
+trim(struct state *st, int64_t now)
+{
+	int64_t rows = 0;
+
+	if (run(st, "DELETE FROM marks WHERE expires <= ?1", NULL, NULL, now,
+	    0, NULL) != STATE_OK ||
+	    run(st, "SELECT count(*) FROM marks", NULL, NULL, 0, 0, &rows) !=
+	    STATE_OK)
+		return STATE_RETRY;
+	if (rows <= STATE_ROWS_MAX)
+		return STATE_OK;
+	return run(st, "DELETE FROM marks WHERE rowid IN (SELECT rowid FROM "
+	    "marks ORDER BY expires LIMIT ?1)", NULL, NULL,
+	    rows - STATE_ROWS_MAX, 0, NULL);
+}
+
+static int
+sqlite_mark(struct state *st, const char *key, const char *member,
+    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count)
+{
+	int64_t n = 0;
+
+	if (ttl > INT32_MAX)
+		ttl = INT32_MAX;
+	if (keep > INT32_MAX)
+		keep = INT32_MAX;
+	if (exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
+		return STATE_RETRY;
+	if (run(st, "DELETE FROM marks WHERE key = ?1 AND expires <= ?2",
+	    key, NULL, now, 0, NULL) != STATE_OK ||
+	    run(st, "INSERT INTO marks (key, member, expires) VALUES "
+	    "(?1, ?2, ?3) ON CONFLICT (key, member) DO UPDATE SET "
+	    "expires = excluded.expires", key, member, now + (int64_t)ttl, 0,
+	    NULL) != STATE_OK)
+		return rollback(st);
+	if (sqlite3_changes(db(st)) > 0 &&
+	    sqlite3_last_insert_rowid(db(st)) % TRIM_EVERY == 0 &&
+	    trim(st, now) != STATE_OK)
+		return rollback(st);
+	if (run(st, "DELETE FROM marks WHERE key = ?1 AND rowid NOT IN "
+	    "(SELECT rowid FROM marks WHERE key = ?1 ORDER BY expires DESC "
+	    "LIMIT ?2)", key, NULL, (int64_t)keep, 0, NULL) != STATE_OK ||
+	    run(st, "SELECT count(*) FROM marks WHERE key = ?1", key, NULL, 0,
+	    0, &n) != STATE_OK)
+		return rollback(st);
+	if (exec_sql(st, "COMMIT") != STATE_OK)
+		return rollback(st);
+	*count = (uint64_t)n;
+	return STATE_OK;
+}
+
+static int
+sqlite_count(struct state *st, const char *key, int64_t now, uint64_t limit,
+    uint64_t *count, int64_t *until)
+{
+	int64_t n = 0, t = 0;
+
+	if (run(st, "SELECT count(*) FROM marks WHERE key = ?1 AND "
+	    "expires > ?2", key, NULL, now, 0, &n) != STATE_OK)
+		return STATE_RETRY;
+	*count = (uint64_t)n;
+	if (until == NULL)
+		return STATE_OK;
+	*until = 0;
+	if (limit == 0 || (uint64_t)n < limit)
+		return STATE_OK;
+	if (limit > INT32_MAX)
+		limit = INT32_MAX;
+	/* The limit-th newest: when it goes, fewer than limit are left. */
+	if (run(st, "SELECT expires FROM marks WHERE key = ?1 AND "
+	    "expires > ?2 ORDER BY expires DESC LIMIT 1 OFFSET ?3", key, NULL,
+	    now, (int64_t)limit - 1, &t) != STATE_OK)
+		return STATE_RETRY;
+	*until = t;
+	return STATE_OK;
+}
+
+static int
+sqlite_has(struct state *st, const char *key, const char *member,
+    int64_t now, int *yes)
+{
+	int64_t n = 0;
+
+	if (run(st, "SELECT count(*) FROM marks WHERE key = ?1 AND "
+	    "member = ?2 AND expires > ?3", key, member, now, 0, &n) !=
+	    STATE_OK)
+		return STATE_RETRY;
+	*yes = n > 0;
+	return STATE_OK;
+}
+
+static int
+sqlite_forget(struct state *st, const char *key, uint64_t *removed)
+{
+	if (run(st, "DELETE FROM marks WHERE key = ?1", key, NULL, 0, 0,
+	    NULL) != STATE_OK)
+		return STATE_RETRY;
+	*removed = (uint64_t)sqlite3_changes(db(st));
+	return STATE_OK;
+}
+
+static int
+sqlite_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
+{
+	sqlite3_stmt	*stmt;
+	int		 rc;
+
+	if (sqlite3_prepare_v2(db(st), "SELECT DISTINCT key FROM marks WHERE "
+	    "expires > ?1 ORDER BY key", -1, &stmt, NULL) != SQLITE_OK)
+		return failed(st, "sqlite");
+	sqlite3_bind_int64(stmt, 1, now);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const unsigned char *k = sqlite3_column_text(stmt, 0);
+
+		if (k != NULL && fn(arg, (const char *)k) == -1)
+			break;
+	}
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return failed(st, "sqlite");
+	return STATE_OK;
+}
+
+const struct state_backend state_sqlite_backend = {
+	"sqlite", sqlite_check, sqlite_open, sqlite_mark, sqlite_count,
+	sqlite_has, sqlite_forget, sqlite_keys, sqlite_close
+};
