@@ -41,7 +41,8 @@ ASAN_LIB_OBJS = $(filter-out build/asan/smtpauthd.o,$(ASAN_OBJS)) \
             build/asan/smtpauthd-nomain.o
 
 TEST_PROGS = tests/unit tests/unit-asan tests/capture-sendmail \
-            tests/pam_counter.so tests/monitor-probe tests/monitor-probe-asan
+            tests/pam_counter.so tests/monitor-probe tests/monitor-probe-asan \
+            tests/state-probe
 
 all: smtpauthd smtpauthd-asan
 
@@ -82,6 +83,10 @@ tests/monitor-probe: tests/monitor-probe.c $(LIB_OBJS) $(HDRS)
 tests/monitor-probe-asan: tests/monitor-probe.c $(ASAN_LIB_OBJS) $(HDRS)
 	$(CC) $(WARN) $(SANITIZE) -I. -pie -o $@ tests/monitor-probe.c \
 	    $(ASAN_LIB_OBJS) $(LIBS)
+
+tests/state-probe: tests/state-probe.c $(LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -I. $(LDHARDEN) -o $@ \
+	    tests/state-probe.c $(LIB_OBJS) $(LIBS)
 
 tests/capture-sendmail: tests/capture-sendmail.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ $<
