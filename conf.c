@@ -45,7 +45,7 @@ static const char *const tls_version_names[] = { "1.2", "1.3", NULL };
 
 #define OFF(f)	offsetof(struct config, f)
 /* Windows longer than a year remember more than anyone means to. */
-#define DURATION_MAX	(366 * 86400)
+#define DURATION_MAX	(UINT64_C(366) * 86400)
 
 static const struct conf_key conf_keys[] = {
 	{ "hostname", K_HOST, OFF(hostname), 0, 0, NULL, NULL, NULL },
@@ -309,7 +309,7 @@ set_state(struct config *cf, const struct conf_key *k, const char *value,
     const char *where)
 {
 	const struct state_backend	*be;
-	const char			*why;
+	const char			*why = "";
 
 	if (!valid_word(value) ||
 	    state_spec_check(value, &be, &why) == -1) {
