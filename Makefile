@@ -207,6 +207,9 @@ run:
 #   UNITDIR    the systemd units (systemd reads /usr/local/lib/systemd/system
 #              too; packages use UNITDIR=/usr/lib/systemd/system)
 #   XINETDDIR  the xinetd entry;  PAMDIR  the PAM service file
+#   FAIL2BANDIR  fail2ban's configuration: the filter and the jail (disabled)
+#              of contrib/fail2ban go into its filter.d and jail.d, only
+#              when $(DESTDIR)$(FAIL2BANDIR) exists (fail2ban is installed)
 #   DOCDIR     smtpauthd.conf.example, for reference
 #   PAM        which PAM service file: debian (pam.d/smtpauthd), rhel
 #              (pam.d/smtpauthd.rhel), or auto: rhel when password-auth is
@@ -216,13 +219,14 @@ run:
 # /etc/pam.d (or /usr/lib/pam.d), xinetd /etc/xinetd.d.
 # What is under SYSCONFDIR belongs to the administrator once there: the PAM
 # file, smtpauthd.conf (the example: every key commented out, at its
-# default) and the xinetd entry (installed disabled) are installed only when
-# absent, and make uninstall leaves them, as it leaves the privsep-user.
+# default), the xinetd entry and the fail2ban jail (both installed disabled)
+# and filter are installed only when absent, and make uninstall leaves them, as it leaves the privsep-user.
 # The units and the xinetd entry name $(SBINDIR)/smtpauthd.  Nothing is
 # enabled or started: the last lines of make install say how.
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 XINETDDIR  ?= $(SYSCONFDIR)/xinetd.d
 PAMDIR     ?= $(SYSCONFDIR)/pam.d
+FAIL2BANDIR ?= $(SYSCONFDIR)/fail2ban
 DOCDIR     ?= $(PREFIX)/share/doc/smtpauthd
 PAM        ?= auto
 
@@ -245,7 +249,7 @@ install_new = if [ -e '$(2)' ] || [ -L '$(2)' ]; then \
 empty :=
 space := $(empty) $(empty)
 tab := $(empty)	$(empty)
-INSTALL_PATHS_GIVEN = $(DESTDIR):$(PREFIX):$(SBINDIR):$(MANDIR):$(DOCDIR):$(UNITDIR):$(SYSCONFDIR):$(PAMDIR):$(XINETDDIR)
+INSTALL_PATHS_GIVEN = $(DESTDIR):$(PREFIX):$(SBINDIR):$(MANDIR):$(DOCDIR):$(UNITDIR):$(SYSCONFDIR):$(PAMDIR):$(XINETDDIR):$(FAIL2BANDIR)
 install_path_bad = $(if $(findstring $(space),$(INSTALL_PATHS_GIVEN)),blank)$(if $(findstring $(tab),$(INSTALL_PATHS_GIVEN)),tab)$(foreach c,' " | & ; $$ \ `,$(findstring $(c),$(INSTALL_PATHS_GIVEN)))
 check_install_paths = $(if $(strip $(install_path_bad)),$(error make $@: a path with a blank or one of ' " | & ; $$ \ ` is not supported))
 
@@ -293,6 +297,22 @@ install: smtpauthd
 	    install -d '$(DESTDIR)$(XINETDDIR)'; \
 	    echo "$(SBIN_SED) xinetd/smtpauthd > $$x"; \
 	    $(SBIN_SED) xinetd/smtpauthd > "$$x"; chmod 644 "$$x"; \
+	fi
+	@# fail2ban's filter and jail, where fail2ban is (its directory exists).
+	@set -e; f='$(DESTDIR)$(FAIL2BANDIR)'; \
+	if [ ! -d "$$f" ]; then \
+	    echo "install: no $$f (fail2ban is not installed): its filter and jail skipped"; \
+	else \
+	    for d in filter.d jail.d; do \
+	        [ -d "$$f/$$d" ] || { echo "install -d $$f/$$d"; install -d "$$f/$$d"; }; \
+	        t="$$f/$$d/smtpauthd.conf"; \
+	        if [ -e "$$t" ] || [ -L "$$t" ]; then \
+	            echo "install: kept $$t: it exists (see contrib/fail2ban/$$d)"; \
+	        else \
+	            echo "install -m 644 contrib/fail2ban/$$d/smtpauthd.conf $$t"; \
+	            install -m 644 contrib/fail2ban/$$d/smtpauthd.conf "$$t"; \
+	        fi; \
+	    done; \
 	fi
 	@# The unprivileged user of the network-facing process (privsep-user):
 	@# made on the live system only, never into a DESTDIR.
@@ -342,7 +362,9 @@ uninstall:
 	    else echo "uninstall: left $(DESTDIR)$(DOCDIR): not empty"; fi; fi
 	@for f in $(DESTDIR)$(PAMDIR)/smtpauthd \
 	    $(DESTDIR)$(SYSCONFDIR)/smtpauthd.conf \
-	    $(DESTDIR)$(XINETDDIR)/smtpauthd; do \
+	    $(DESTDIR)$(XINETDDIR)/smtpauthd \
+	    $(DESTDIR)$(FAIL2BANDIR)/filter.d/smtpauthd.conf \
+	    $(DESTDIR)$(FAIL2BANDIR)/jail.d/smtpauthd.conf; do \
 	    if [ -e "$$f" ] || [ -L "$$f" ]; then \
 	        echo "uninstall: left $$f (yours now; rm -f $$f)"; fi; \
 	done

@@ -520,3 +520,39 @@ def test_example_computed_defaults(installed):
     if r.returncode != 0:
         pytest.skip("unshare --uts: " + r.stderr.strip())
     assert parse_T(r.stdout)["hostname"] == "probe-7.example.net"
+
+
+def test_fail2ban_files_only_where_fail2ban_is(tmp_path):
+    """contrib/fail2ban's filter and jail go into $(DESTDIR)/etc/fail2ban
+    when that exists, never replace a file there (a dangling link
+    included), and are left by make uninstall; without the directory
+    nothing is made (test_install_and_uninstall_tree checks the whole
+    tree)."""
+    dest = tmp_path / "root"
+    f2b = dest / "etc/fail2ban"
+    (f2b / "filter.d").mkdir(parents=True)      # jail.d is made
+    out = install(str(dest), "PREFIX=/usr")
+    for sub in ("filter.d", "jail.d"):
+        got = f2b / sub / "smtpauthd.conf"
+        assert got.read_bytes() == read(os.path.join(
+            REPO, "contrib/fail2ban", sub, "smtpauthd.conf"), "rb"), out
+        assert stat.S_IMODE(got.stat().st_mode) == 0o644
+    jail = f2b / "jail.d/smtpauthd.conf"
+    assert re.search(r"^enabled\s*=\s*false$", jail.read_text(), re.M), \
+        "the jail is installed disabled"
+    jail.write_text("[smtpauthd]\nenabled = true\n")
+    (f2b / "filter.d/smtpauthd.conf").unlink()
+    os.symlink("/nonexistent/smtpauthd-f2b", str(f2b / "filter.d/smtpauthd.conf"))
+    out = install(str(dest), "PREFIX=/usr")
+    assert jail.read_text() == "[smtpauthd]\nenabled = true\n"
+    assert os.readlink(str(f2b / "filter.d/smtpauthd.conf")) == \
+        "/nonexistent/smtpauthd-f2b"
+    assert "install: kept %s" % jail in out, out
+    out = uninstall(str(dest), "PREFIX=/usr")
+    assert jail.exists() and "left %s" % jail in out, out
+    assert tree(str(f2b))[0] == {"/filter.d/smtpauthd.conf": "symlink",
+                                 "/jail.d/smtpauthd.conf": "0o644"}
+
+    other = tmp_path / "other"
+    out = install(str(other), "PREFIX=/usr")
+    assert not (other / "etc/fail2ban").exists(), out

@@ -223,19 +223,25 @@ def test_every_log_line_documented():
 
 
 def test_fail2ban_filter_in_page_matches_a_real_line(tmp_path):
-    """The failregex the page gives matches the auth failed line the real
-    binary writes for a wrong login, and takes the client's address from
-    its ip= field; it does not match the line for a password check that
-    could not be made (reason=unavailable: banning users while LDAP is
-    down), nor the same for a check that timed out, nor a PAM line that
-    quotes an auth failed line."""
+    """The failregex the page gives is the shipped filter's
+    (contrib/fail2ban), matches the auth failed line the real binary
+    writes for a wrong login, and takes the client's address from its ip=
+    field; it does not match the line for a password check that could not
+    be made (reason=unavailable: banning users while LDAP is down), nor
+    the same for a check that timed out, nor a right password of a refused
+    account, nor a PAM line that quotes an auth failed line
+    (test_fail2ban.py runs fail2ban itself)."""
     src = read(PAGE8)
     m = re.search(r"^failregex = (.*)$", src, re.M)
     assert m, "no failregex in smtpauthd(8)"
-    regex = m.group(1).replace("\\e", "\\")
+    regex = m.group(1).replace("\\e", "\\").replace("\\-", "-")
+    with open(os.path.join(smtptest.REPO, "contrib", "fail2ban", "filter.d",
+                           "smtpauthd.conf")) as f:
+        shipped = re.search(r"^failregex = (.*)$", f.read(), re.M).group(1)
+    assert regex == shipped, (regex, shipped)
     assert regex.startswith("^%(__prefix_line)s") and regex.endswith("$")
     regex = "^" + regex[len("^%(__prefix_line)s"):].replace(
-        "<HOST>", r"(?P<host>\S+)")
+        "<ADDR>", r"(?P<host>\S+)")
     passwd = tmp_path / "passwd"        # no alice in it
     passwd.write_text("bob:$6$salt$hash\n")
     os.chmod(passwd, 0o600)
@@ -269,9 +275,13 @@ def test_fail2ban_filter_in_page_matches_a_real_line(tmp_path):
     expired = unavailable.replace("reason=unavailable",
                                   "reason=password-expired")
     assert not re.match(regex, expired), (regex, expired)
-    for guess in ("credentials", "unknown-user", "account-expired", "root"):
+    for guess in ("credentials", "unknown-user"):
         line = unavailable.replace("reason=unavailable", "reason=" + guess)
         assert re.match(regex, line), (regex, line)
+    for refused in ("account-expired", "root", "no-account", "malformed",
+                    "cancelled"):
+        line = unavailable.replace("reason=unavailable", "reason=" + refused)
+        assert not re.match(regex, line), (regex, line)
     forged = ("pam_x(smtpauthd:auth): said: auth failed user=x mech=PLAIN "
               "ip=198.51.100.1 reason=credentials tls=none")
     assert not re.match(regex, forged)
