@@ -90,14 +90,16 @@ net_prefix_parse(const char *s, struct net_prefix *p)
 		if (*slash < '0' || *slash > '9' || strlen(slash) > 3)
 			return -1;
 		len = strtoul(slash, &end, 10);
-		if (*end != '\0' || len > size * 8)
+		if (*end != '\0')
 			return -1;
 		/* ::ffff:192.0.2.0/120 is 192.0.2.0/24 */
 		if (p->addr.family == 4 && strchr(buf, ':') != NULL) {
-			if (len < 96)
+			if (len < 96 || len > 128)
 				return -1;
 			len -= 96;
 		}
+		if (len > size * 8)
+			return -1;
 		p->bits = (unsigned)len;
 	}
 	memcpy(masked, p->addr.bytes, size);

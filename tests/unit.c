@@ -566,6 +566,99 @@ test_misc(void)
 	conf_free(&cf);
 }
 
+static int
+in_prefix(const char *prefix, const char *addr)
+{
+	struct net_prefix	 p;
+	struct net_addr		 a;
+
+	if (net_prefix_parse(prefix, &p) == -1 || net_addr_parse(addr, &a) == -1)
+		return -1;
+	return net_prefix_match(&p, &a);
+}
+
+static int
+network_is(const char *addr, unsigned v4, unsigned v6, const char *want)
+{
+	struct net_addr	 a;
+	char		 out[PEER_MAX + 8];
+
+	if (net_addr_parse(addr, &a) == -1)
+		return 0;
+	net_addr_network(&a, v4, v6, out, sizeof(out));
+	if (strcmp(out, want) != 0)
+		fprintf(stderr, "# %s -> %s, not %s\n", addr, out, want);
+	return strcmp(out, want) == 0;
+}
+
+static void
+test_prefixes(void)
+{
+	struct net_prefix	 p;
+	struct net_addr		 a;
+	struct config		 cf;
+
+	ok(in_prefix("192.0.2.0/24", "192.0.2.200") == 1, "prefix: v4 in");
+	ok(in_prefix("192.0.2.0/24", "192.0.3.1") == 0, "prefix: v4 out");
+	ok(in_prefix("192.0.2.7", "192.0.2.7") == 1 &&
+	    in_prefix("192.0.2.7", "192.0.2.8") == 0, "prefix: one address");
+	ok(in_prefix("0.0.0.0/0", "203.0.113.1") == 1, "prefix: /0");
+	ok(in_prefix("2001:db8::/32", "2001:db8:ffff::1") == 1 &&
+	    in_prefix("2001:db8::/32", "2001:db9::1") == 0, "prefix: v6");
+	ok(in_prefix("2001:db8::/32", "192.0.2.1") == 0 &&
+	    in_prefix("192.0.2.0/24", "2001:db8::1") == 0, "prefix: families");
+	ok(in_prefix("192.0.2.0/24", "::ffff:192.0.2.9") == 1 &&
+	    in_prefix("::ffff:192.0.2.0/120", "192.0.2.9") == 1,
+	    "prefix: v4-mapped is v4");
+	ok(in_prefix("192.0.2.0/25", "192.0.2.128") == 0 &&
+	    in_prefix("192.0.2.128/25", "192.0.2.255") == 1, "prefix: /25");
+	ok(net_prefix_parse("192.0.2.1/24", &p) == -1, "prefix: host bits");
+	ok(net_prefix_parse("192.0.2.0/33", &p) == -1 &&
+	    net_prefix_parse("2001:db8::/129", &p) == -1, "prefix: too long");
+	ok(net_prefix_parse("192.0.2.0/", &p) == -1 &&
+	    net_prefix_parse("192.0.2.0/+8", &p) == -1 &&
+	    net_prefix_parse("192.0.2.0/08x", &p) == -1 &&
+	    net_prefix_parse("example.org", &p) == -1 &&
+	    net_prefix_parse("", &p) == -1, "prefix: junk");
+	ok(net_addr_parse("unknown", &a) == -1 && net_addr_parse("", &a) == -1,
+	    "prefix: not an address");
+	ok(net_prefix_list_match("10.0.0.0/8, 192.0.2.7 2001:db8::/32,,",
+	    NULL) == 0 && net_prefix_list_match("10.0.0.0/8,x", NULL) == -1,
+	    "prefix: lists");
+	ok(net_addr_parse("2001:db8::1", &a) == 0 &&
+	    net_prefix_list_match("10.0.0.0/8 2001:db8::/32", &a) == 1,
+	    "prefix: list match");
+	ok(network_is("192.0.2.77", 32, 64, "192.0.2.77") &&
+	    network_is("192.0.2.77", 24, 48, "192.0.2.0/24") &&
+	    network_is("2001:db8:1:2:3:4:5:6", 32, 64, "2001:db8:1:2::/64") &&
+	    network_is("2001:db8:1:2:3:4:5:6", 24, 48, "2001:db8:1::/48") &&
+	    network_is("::ffff:198.51.100.9", 24, 48, "198.51.100.0/24"),
+	    "prefix: networks");
+
+	conf_defaults(&cf);
+	ok(cf.auth_limit_ip.count == 10 && cf.auth_limit_ip.window == 600 &&
+	    cf.auth_limit_net.count == 30 && cf.auth_limit_user.count == 20 &&
+	    cf.auth_limit_user.window == 86400 && cf.auth_known_ip_time ==
+	    86400, "limits: defaults");
+	ok(conf_set(&cf, "auth-limit-ip", "0", "t") == 0 &&
+	    cf.auth_limit_ip.count == 0, "limits: 0 is off");
+	ok(conf_set(&cf, "auth-limit-ip", "3/90", "t") == 0 &&
+	    cf.auth_limit_ip.count == 3 && cf.auth_limit_ip.window == 90,
+	    "limits: plain seconds");
+	ok(conf_set(&cf, "auth-limit-ip", "3/2h", "t") == 0 &&
+	    cf.auth_limit_ip.window == 7200, "limits: hours");
+	ok(conf_set(&cf, "auth-limit-ip", "3/0", "t") == -1 &&
+	    conf_set(&cf, "auth-limit-ip", "/1m", "t") == -1 &&
+	    conf_set(&cf, "auth-limit-ip", "3/1m ", "t") == -1 &&
+	    conf_set(&cf, "auth-limit-ip", "3/367d", "t") == -1 &&
+	    conf_set(&cf, "auth-limit-ip", "99999999999999999999/1m", "t") ==
+	    -1, "limits: refused");
+	ok(conf_set(&cf, "auth-known-ip-time", "366d", "t") == 0 &&
+	    conf_set(&cf, "auth-known-ip-time", "213503982334601d", "t") == -1,
+	    "limits: durations bounded");
+	conf_free(&cf);
+}
+
 int
 main(void)
 {
@@ -576,6 +669,7 @@ main(void)
 	test_data();
 	test_lines();
 	test_misc();
+	test_prefixes();
 	printf("1..%d\n", ntests);
 	return nfailed != 0;
 }
