@@ -145,6 +145,17 @@ def run_log(stage):
         env.use_pam(acct_ret="acct_expired")
         check(attempt(env, "198.51.100.24", "alice", pam_alice), 535)
 
+        env = new_env()                     # the limits' own refusals
+        lim = {"auth_limit_ip": "1/1h", "auth_limit_net": "0",
+               "auth_limit_user": "1/1h"}
+        check(attempt(env, "203.0.113.30", "carol", "guess-8", **lim), 535)
+        c = env.start(environ={"REMOTE_ADDR": "203.0.113.30"}, greet=False,
+                      **lim)
+        check(c.reply(15), 421, "4.7.0")
+        assert c.closed()
+        c.wait_exit()
+        check(attempt(env, "203.0.113.31", "carol", "guess-9", **lim), 454)
+
         events = []
         for e in envs:
             bad = e.sanitizer_reports()
@@ -210,6 +221,12 @@ def test_the_run_has_every_kind_of_line(log_file):
     for reason in ("password-expired", "account-expired", "malformed",
                    "cancelled", "timeout"):
         assert reason in reasons, (reason, reasons)
+    # The limits' refusals, from the run itself (not only the literal ones).
+    real = [l for _, l in lines if "smtpauthd[4242]" not in l]
+    for what in ("blocked ip=203.0.113.30 reason=auth-limit-ip",
+                 "blocked user=carol ip=203.0.113.31 reason=auth-limit-user",
+                 "limit reached ip:203.0.113.30 reason=auth-limit-ip"):
+        assert any(what in l for l in real), (what, real)
 
 
 def test_filter_matches_guesses_only(confdir, log_file):

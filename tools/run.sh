@@ -126,6 +126,8 @@ tls-key $PWD/run/key.pem
 auth-failure-delay 2
 hostname localhost
 sendmail $sendmail
+# The limits on guessing remember in here, not in /var/lib/smtpauthd.
+state sqlite:$PWD/run/state.db
 EOF
 	chmod 0600 run/smtpauthd.conf
 }
