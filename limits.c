@@ -10,7 +10,7 @@
  * retrying a stale password all day is one failure, a guesser trying new
  * passwords or new users is many.  Unknown users are counted like known
  * ones, so no limit tells which accounts exist.  Each success records the
- * address it came from for the user: past auth-limit-user, only those
+ * address (or IPv6 /64) it came from for the user: past auth-limit-user, only those
  * addresses may still try, so the owner keeps working while a botnet is
  * stopped - unlike pam_faillock, which locks the owner out with them.
  *
@@ -52,6 +52,9 @@ limits_init(struct limits *l, const struct config *cf, const char *peer)
 	l->peer = peer;
 	if (net_addr_parse(peer, &l->addr) == 0) {
 		l->has_addr = 1;
+		/* A client is an address, or an IPv6 /64 (privacy addresses). */
+		net_addr_network(&l->addr, 32, 64, l->client,
+		    sizeof(l->client));
 		l->exempt = net_prefix_list_match(cf->auth_limit_exempt,
 		    &l->addr) == 1;
 	}
@@ -198,7 +201,7 @@ limits_before_auth(struct limits *l, const char *user, const char *pass)
 		else if (n >= l->cf->auth_limit_user.count) {
 			user_key("known", user, key, sizeof(key));
 			if (l->has_addr && l->cf->auth_known_ip_time > 0 &&
-			    state_has(st, key, l->peer, now_s(), &known) !=
+			    state_has(st, key, l->client, now_s(), &known) !=
 			    STATE_OK)
 				store_failed(l, st);
 			else if (!known) {
@@ -264,7 +267,7 @@ limits_after_auth(struct limits *l, int result, const char *user)
 		    "auth-limit-user");
 	} else if (l->has_addr && l->cf->auth_known_ip_time > 0) {
 		user_key("known", user, key, sizeof(key));
-		if (state_mark(st, key, l->peer, now_s(),
+		if (state_mark(st, key, l->client, now_s(),
 		    l->cf->auth_known_ip_time, KNOWN_KEEP, &n) != STATE_OK)
 			store_failed(l, st);
 	}

@@ -354,6 +354,7 @@ struct limits {
 	const struct config	*cf;
 	const char		*peer;
 	struct net_addr		 addr;
+	char			 client[PEER_MAX + 8];	/* addr, or its /64 */
 	int			 has_addr;	/* peer is an IP address */
 	int			 exempt;	/* in auth-limit-exempt */
 	int			 off;		/* state none, or exempt */

@@ -100,12 +100,23 @@ failed(struct state *st, const char *what)
 static int
 make_dir(const char *path, char *err, size_t errsize)
 {
-	char	 copy[PATH_MAX], *dir;
+	struct stat	 sb;
+	char		 copy[PATH_MAX], *dir;
 
 	snprintf(copy, sizeof(copy), "%s", path);
 	dir = dirname(copy);
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
 		snprintf(err, errsize, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	/*
+	 * SQLite makes PATH-wal and PATH-shm there as it needs them: in a
+	 * directory someone else may write, they could be planted links.
+	 */
+	if (stat(dir, &sb) == -1 || !S_ISDIR(sb.st_mode) ||
+	    sb.st_uid != geteuid() || (sb.st_mode & (S_IWGRP | S_IWOTH))) {
+		snprintf(err, errsize, "%s: must be a directory of ours that "
+		    "no one else may write", dir);
 		return -1;
 	}
 	return 0;

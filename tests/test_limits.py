@@ -9,6 +9,7 @@ Each test has a store of its own (Env.statedb).  Windows are seconds
 long where a test waits for one to pass; nothing depends on the date."""
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from smtptest import PEER, check, find_events, kv
+from smtptest import IS_ROOT, PEER, check, drop_kwargs, find_events, kv
 
 ALICE = "Alice-Pw-1"   # PAM_USERS["alice"]
 GREETING_421 = "Too many authentication failures from your address"
@@ -313,14 +314,21 @@ def test_S_with_state_none(env):
 
 def test_eight_writers_lose_no_count(env):
     spec = "sqlite:" + env.statedb
-    procs = [subprocess.Popen([PROBE, spec, "mark", "contended", "w%d" % i,
+    # As the store's owner, as smtpauthd's monitor would be, from where
+    # that user may run it (as the binary under test is staged).
+    kw = drop_kwargs() if IS_ROOT else {}
+    probe = os.path.join(env.dir, "state-probe")
+    shutil.copy2(PROBE, probe)
+    os.chmod(probe, 0o755)
+    procs = [subprocess.Popen([probe, spec, "mark", "contended", "w%d" % i,
                                "200"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
+                              stderr=subprocess.PIPE, **kw)
              for i in range(8)]
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    r = subprocess.run([PROBE, spec, "count", "contended"], capture_output=True)
+    r = subprocess.run([probe, spec, "count", "contended"], capture_output=True,
+                       **kw)
     assert r.returncode == 0 and r.stdout.strip() == b"1600", r
     con = sqlite3.connect(env.statedb)
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -404,3 +412,30 @@ def test_T_prints_limits_canonically(env):
                  "auth-limit-exempt 192.0.2.0/24 2001:db8::/32",
                  "state sqlite:/var/lib/smtpauthd/state.db"):
         assert line in out, out
+
+
+def test_a_known_ipv6_client_is_its_64(pam_env):
+    conf = user_conf()
+    c = pam_env.start(conf=conf, environ=at("2001:db8:5:6::1"))
+    c.login("alice", ALICE)
+    c.quit()
+    for i in range(3):
+        check(fail_once(pam_env, "203.0.113.%d" % i, "alice", "g%d" % i,
+                        conf), 535)
+    # A privacy address of the same /64 is the same client.
+    c = pam_env.start(conf=conf, environ=at("2001:db8:5:6:a:b:c:d"))
+    c.login("alice", ALICE)
+    c.quit()
+    c = pam_env.start(conf=conf, environ=at("2001:db8:5:7::1"))
+    c.ehlo()
+    check(c.auth_plain("alice", ALICE), 454, "4.7.0")
+    c.quit()
+
+
+def test_a_store_in_a_directory_others_may_write_is_not_used(env):
+    os.chmod(env.statedir, 0o770)
+    conf = limits(auth_limit_ip="1/1h")
+    check(fail_once(env, PEER, "alice", "wrong", conf), 535)
+    c = send_one(env, conf)
+    assert "no one else may write" in c.log and "failing open" in c.log, c.log
+    assert not os.path.exists(env.statedb)
