@@ -160,7 +160,8 @@ VALGRIND_DESELECT ?= test_session_confined or test_two_processes_over_tcp \
             or test_session_death_as_root or test_seccomp_kill_is_reported \
             or test_tls_in_the_session or test_failures_answer_alike
 
-check-valgrind: smtpauthd tests/capture-sendmail tests/pam_counter.so
+check-valgrind: smtpauthd tests/capture-sendmail tests/pam_counter.so \
+	    tests/state-probe
 	DESELECT='$(VALGRIND_DESELECT)' PYTHON=$(PYTHON) sh tests/valgrind/run.sh
 
 # ---- static analysis: cppcheck, clang-tidy (.clang-tidy), scan-build ----
