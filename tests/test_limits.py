@@ -445,3 +445,18 @@ def test_a_store_in_a_directory_others_may_write_is_not_used(env):
     c = send_one(env, conf)
     assert "no one else may write" in c.log and "failing open" in c.log, c.log
     assert not os.path.exists(env.statedb)
+
+
+def test_implicit_tls_is_refused_inside_tls(env, pki):
+    """On 465 the 421 comes after the handshake: plaintext would look like a
+    broken handshake to the client."""
+    conf = limits(auth_limit_ip="1/1h", tls="implicit",
+                  tls_cert=pki.path("chain.pem"), tls_key=pki.path("leaf.key"))
+    check(fail_once(env, PEER, "alice", "wrong", limits(auth_limit_ip="1/1h")),
+          535)
+    c = env.start(conf=conf, greet=False)
+    c.wrap_tls()
+    r = c.reply(15)
+    check(r, 421, "4.7.0")
+    assert GREETING_421 in r.text, r
+    assert c.closed()
