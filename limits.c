@@ -31,6 +31,14 @@
 
 /* The addresses one user logged in from: a phone on many networks. */
 #define KNOWN_KEEP	64
+/*
+ * A set keeps this many members beyond its limit: guesses counted ahead
+ * of their checks by attempts at once, which may yet be taken back.
+ */
+#define RESERVE_SLACK	64
+
+_Static_assert(sizeof(((struct limit_mark *)0)->key) > STATE_KEY_MAX,
+    "a limit_mark holds any key");
 
 static int64_t
 now_s(void)
@@ -174,104 +182,167 @@ limits_connect(struct limits *l)
 }
 
 /*
+ * Counts this guess in a set before the check, not after it: attempts
+ * made at once (eight connections from one address, a botnet on one
+ * user) then see each other, and no more than the limit reach the
+ * backend.  What it was before this guess decides: a repeated guess
+ * counts as nothing new.  0, or -1 when the store failed.
+ */
+static int
+reserve(struct limits *l, struct state *st, const char *key,
+    const struct rate *r, const char *what, uint64_t *before)
+{
+	struct limit_mark	*m;
+	uint64_t		 n;
+	int			 added;
+
+	if (l->nmarks == LIMIT_MARKS_MAX ||
+	    state_mark(st, key, l->guess, now_s(), r->window,
+	    r->count + RESERVE_SLACK, &n, &added) != STATE_OK) {
+		store_failed(l, st);
+		return -1;
+	}
+	m = &l->marks[l->nmarks++];
+	snprintf(m->key, sizeof(m->key), "%s", key);
+	m->added = added;
+	m->count = n;
+	m->limit = r->count;
+	m->what = what;
+	*before = added ? n - 1 : n;
+	return 0;
+}
+
+/* The guesses counted for an attempt that turned out not to be one. */
+static void
+release(struct limits *l, struct state *st)
+{
+	size_t i;
+
+	for (i = 0; i < l->nmarks; i++)
+		if (l->marks[i].added && !l->failed &&
+		    state_unmark(st, l->marks[i].key, l->guess) != STATE_OK)
+			store_failed(l, st);
+	l->nmarks = 0;
+}
+
+/* Whether the user may try from here though over its limit. */
+static int
+known_here(struct limits *l, struct state *st, const char *user)
+{
+	char	 key[STATE_KEY_MAX + 1];
+	int	 known = 0;
+
+	if (!l->has_addr || l->cf->auth_known_ip_time == 0)
+		return 0;
+	user_key("known", user, key, sizeof(key));
+	if (state_has(st, key, l->client, now_s(), &known) != STATE_OK) {
+		store_failed(l, st);
+		return 0;
+	}
+	return known;
+}
+
+/*
  * Before a password check: LIMIT_OK (ask the backend), LIMIT_ADDR (the
- * address is over its limit: 421 and close) or LIMIT_USER (the user is,
- * and this address is not one it logged in from: 454, as an outage).
- * Keeps the guess's hash for limits_after_auth.
+ * address or its network is over its limit: 421 and close) or LIMIT_USER
+ * (the user is, and this address is not one it logged in from: 454, as
+ * an outage).  The guess is counted now (reserve); limits_after_auth
+ * takes it back unless the backend said it was wrong.
  */
 int
 limits_before_auth(struct limits *l, const char *user, const char *pass)
 {
-	struct state	*st;
-	char		 key[STATE_KEY_MAX + 1], lower[STATE_KEY_MAX + 1];
-	uint64_t	 n;
-	int		 known = 0, rc = LIMIT_OK;
+	const struct rate	*r;
+	struct state		*st;
+	char			 key[STATE_KEY_MAX + 1], esc[ESC_MAX];
+	const char		*why = NULL;
+	uint64_t		 before;
+	int			 net, rc = LIMIT_OK;
 
 	l->guess[0] = '\0';
+	l->nmarks = 0;
 	if ((st = store(l)) == NULL)
 		return LIMIT_OK;
 	user_key("user", user, key, sizeof(key));
-	snprintf(lower, sizeof(lower), "%s", key + strlen("user:"));
-	state_digest(st, lower, pass, l->guess);
-	if (addr_blocked(l, st) != NULL)
+	state_digest(st, key + strlen("user:"), pass, l->guess);
+	for (net = 0; l->has_addr && net <= 1 && why == NULL; net++) {
+		r = net ? &l->cf->auth_limit_net : &l->cf->auth_limit_ip;
+		if (!limit_on(r))
+			continue;
+		addr_key(l, net, key, sizeof(key));
+		if (reserve(l, st, key, r, net ? "auth-limit-net" :
+		    "auth-limit-ip", &before) == -1)
+			break;
+		if (before >= r->count)
+			why = net ? "auth-limit-net" : "auth-limit-ip";
+	}
+	r = &l->cf->auth_limit_user;
+	if (why == NULL && !l->failed && limit_on(r)) {
+		user_key("user", user, key, sizeof(key));
+		if (reserve(l, st, key, r, "auth-limit-user", &before) == 0 &&
+		    before >= r->count && !known_here(l, st, user) &&
+		    !l->failed)
+			rc = LIMIT_USER;
+	}
+	if (why != NULL) {
+		log_msg(LOG_NOTICE, "blocked ip=%s reason=%s", l->peer, why);
 		rc = LIMIT_ADDR;
-	else if (!l->failed && limit_on(&l->cf->auth_limit_user)) {
-		if (state_count(st, key, now_s(), 0, &n, NULL) != STATE_OK)
-			store_failed(l, st);
-		else if (n >= l->cf->auth_limit_user.count) {
-			user_key("known", user, key, sizeof(key));
-			if (l->has_addr && l->cf->auth_known_ip_time > 0 &&
-			    state_has(st, key, l->client, now_s(), &known) !=
-			    STATE_OK)
-				store_failed(l, st);
-			else if (!known) {
-				char esc[ESC_MAX];
-
-				log_msg(LOG_NOTICE, "blocked user=%s ip=%s "
-				    "reason=auth-limit-user", log_escape(user,
-				    esc, sizeof(esc)), l->peer);
-				rc = LIMIT_USER;
-			}
-		}
-	}
+	} else if (rc == LIMIT_USER)
+		log_msg(LOG_NOTICE, "blocked user=%s ip=%s "
+		    "reason=auth-limit-user", log_escape(user, esc,
+		    sizeof(esc)), l->peer);
+	if (rc != LIMIT_OK || l->failed)
+		release(l, st);
 	state_close(st);
-	if (l->failed)
-		return LIMIT_OK;
-	return rc;
+	return l->failed ? LIMIT_OK : rc;
 }
 
-static void
-count_failure(struct limits *l, struct state *st, const char *key,
-    const struct rate *r, const char *what)
-{
-	uint64_t	 n;
-	char		 esc[ESC_MAX];
-
-	if (!limit_on(r) || l->failed)
-		return;
-	if (state_mark(st, key, l->guess, now_s(), r->window, r->count, &n) !=
-	    STATE_OK) {
-		store_failed(l, st);
-		return;
-	}
-	if (n == r->count)
-		log_msg(LOG_NOTICE, "limit reached %s reason=%s failures=%llu "
-		    "window=%llus", log_escape(key, esc, sizeof(esc)), what,
-		    (unsigned long long)n, (unsigned long long)r->window);
-}
-
-/* After a check the backend answered: count a failure, or a success. */
+/*
+ * After the backend answered: a wrong password stays counted (and the
+ * count that reaches a limit is logged); anything else is taken back,
+ * and a success remembers where the user logged in from.
+ */
 void
 limits_after_auth(struct limits *l, int result, const char *user)
 {
-	struct state	*st;
-	char		 key[STATE_KEY_MAX + 1];
-	uint64_t	 n;
+	struct state		*st;
+	struct limit_mark	*m;
+	char			 key[STATE_KEY_MAX + 1], esc[ESC_MAX];
+	uint64_t		 n;
+	size_t			 i;
+	int			 added, known;
 
-	if (l->guess[0] == '\0' || (result != AUTH_OK && result != AUTH_FAIL) ||
-	    (st = store(l)) == NULL) {
-		explicit_bzero(l->guess, sizeof(l->guess));
+	if (l->guess[0] == '\0') {
+		l->nmarks = 0;
 		return;
 	}
 	if (result == AUTH_FAIL) {
-		if (l->has_addr) {
-			addr_key(l, 0, key, sizeof(key));
-			count_failure(l, st, key, &l->cf->auth_limit_ip,
-			    "auth-limit-ip");
-			addr_key(l, 1, key, sizeof(key));
-			count_failure(l, st, key, &l->cf->auth_limit_net,
-			    "auth-limit-net");
+		for (i = 0; i < l->nmarks; i++) {
+			m = &l->marks[i];
+			if (m->added && m->count == m->limit)
+				log_msg(LOG_NOTICE, "limit reached %s reason=%s "
+				    "failures=%llu", log_escape(m->key, esc,
+				    sizeof(esc)), m->what,
+				    (unsigned long long)m->count);
 		}
-		user_key("user", user, key, sizeof(key));
-		count_failure(l, st, key, &l->cf->auth_limit_user,
-		    "auth-limit-user");
-	} else if (l->has_addr && l->cf->auth_known_ip_time > 0) {
-		user_key("known", user, key, sizeof(key));
-		if (state_mark(st, key, l->client, now_s(),
-		    l->cf->auth_known_ip_time, KNOWN_KEEP, &n) != STATE_OK)
-			store_failed(l, st);
+		l->nmarks = 0;
+		explicit_bzero(l->guess, sizeof(l->guess));
+		return;
 	}
-	state_close(st);
+	known = result == AUTH_OK && l->has_addr &&
+	    l->cf->auth_known_ip_time > 0 && limit_on(&l->cf->auth_limit_user);
+	if ((l->nmarks > 0 || known) && (st = store(l)) != NULL) {
+		release(l, st);
+		if (known && !l->failed) {
+			user_key("known", user, key, sizeof(key));
+			if (state_mark(st, key, l->client, now_s(),
+			    l->cf->auth_known_ip_time, KNOWN_KEEP, &n,
+			    &added) != STATE_OK)
+				store_failed(l, st);
+		}
+		state_close(st);
+	}
+	l->nmarks = 0;
 	explicit_bzero(l->guess, sizeof(l->guess));
 }
 
@@ -373,7 +444,12 @@ unblock(const struct config *cf, struct state *st, const char *what)
 		rc |= forget(st, key, &lifted);
 		addr_key(&l, 1, key, sizeof(key));
 		rc |= forget(st, key, &lifted);
-	} else if (net_prefix_parse(what, &p) == 0) {
+	} else if (strchr(what, '/') != NULL) {
+		if (net_prefix_parse(what, &p) == -1) {
+			fprintf(stderr, "smtpauthd: %s: not an address prefix "
+			    "(192.0.2.0/24, 2001:db8:1::/48)\n", what);
+			return 64;
+		}
 		net_addr_network(&p.addr, p.bits, p.bits, text, sizeof(text));
 		snprintf(key, sizeof(key), "ip:%s", text);
 		rc |= forget(st, key, &lifted);
@@ -446,10 +522,15 @@ limits_admin(const struct config *cf, int argc, char *const argv[])
 int
 limits_check_store(const struct config *cf, char *err, size_t errsize)
 {
-	struct state *st;
+	struct state	*st;
+	int		 rc = 0;
 
 	if (state_open(cf, &st, err, errsize) != STATE_OK)
 		return -1;
+	if (st != NULL && state_verify(st) != STATE_OK) {
+		snprintf(err, errsize, "%s", state_error(st));
+		rc = -1;
+	}
 	state_close(st);
-	return 0;
+	return rc;
 }

@@ -547,9 +547,9 @@ monitor_check(struct monitor *m, const char *mechname, const char *user,
 	bounds.session = m->session;
 	result = auth_bounded(&bounds, mechname, user, pass, canon, canonsize,
 	    reason);
+	limits_after_auth(&m->limits, result, user);
 	if (result == AUTH_GONE)
 		return result;
-	limits_after_auth(&m->limits, result, user);
 	auth_log_result(result, result == AUTH_OK ? canon : user, mechname,
 	    m->peer, *reason, tls);
 	return result;

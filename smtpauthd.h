@@ -350,6 +350,14 @@ void	 net_addr_network(const struct net_addr *, unsigned v4bits,
 
 /* ---- limits on guessing, across connections (limits.c) ---- */
 enum limit_verdict { LIMIT_OK, LIMIT_ADDR, LIMIT_USER };
+#define LIMIT_MARKS_MAX	3		/* address, network, user */
+struct limit_mark {
+	char		 key[620];	/* STATE_KEY_MAX and its NUL fit */
+	int		 added;		/* new: taken back if not a failure */
+	uint64_t	 count;		/* the set's, this guess included */
+	uint64_t	 limit;
+	const char	*what;		/* "auth-limit-ip", ... */
+};
 struct limits {
 	const struct config	*cf;
 	const char		*peer;
@@ -360,6 +368,8 @@ struct limits {
 	int			 off;		/* state none, or exempt */
 	int			 failed;	/* the store failed: fail open */
 	char			 guess[33];	/* this check's keyed hash */
+	struct limit_mark	 marks[LIMIT_MARKS_MAX];	/* counted */
+	size_t			 nmarks;
 };
 void	 limits_init(struct limits *, const struct config *, const char *peer);
 const char *limits_connect(struct limits *);

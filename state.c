@@ -135,11 +135,26 @@ state_error(const struct state *st)
 
 int
 state_mark(struct state *st, const char *key, const char *member,
-    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count)
+    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count, int *added)
 {
 	if (!key_valid(key) || !key_valid(member) || keep == 0)
 		return STATE_CONFIG;
-	return st->backend->mark(st, key, member, now, ttl, keep, count);
+	return st->backend->mark(st, key, member, now, ttl, keep, count,
+	    added);
+}
+
+int
+state_unmark(struct state *st, const char *key, const char *member)
+{
+	if (!key_valid(key) || !key_valid(member))
+		return STATE_CONFIG;
+	return st->backend->unmark(st, key, member);
+}
+
+int
+state_verify(struct state *st)
+{
+	return st->backend->verify(st);
 }
 
 int

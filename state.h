@@ -25,9 +25,14 @@ struct state_backend {
 	int	(*check)(const char *rest, const char **why);
 	int	(*open)(struct state *, const char *rest, char *err,
 		    size_t errsize);
-	/* Add member (or renew it) until now + ttl; keep the newest `keep`. */
+	/*
+	 * Add member (or renew it) until now + ttl; keep the `keep` most
+	 * recently marked; *added: it was not there.
+	 */
 	int	(*mark)(struct state *, const char *key, const char *member,
-		    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count);
+		    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count,
+		    int *added);
+	int	(*unmark)(struct state *, const char *key, const char *member);
 	/* Members alive at now; until: when fewer than limit will be. */
 	int	(*count)(struct state *, const char *key, int64_t now,
 		    uint64_t limit, uint64_t *count, int64_t *until);
@@ -35,6 +40,7 @@ struct state_backend {
 		    int64_t now, int *yes);
 	int	(*forget)(struct state *, const char *key, uint64_t *removed);
 	int	(*keys)(struct state *, int64_t now, state_key_fn, void *arg);
+	int	(*verify)(struct state *);	/* -t: writable, not corrupt */
 	void	(*close)(struct state *);
 };
 
@@ -54,7 +60,10 @@ int	 state_open(const struct config *, struct state **, char *err,
 void	 state_close(struct state *);
 const char *state_error(const struct state *);
 int	 state_mark(struct state *, const char *key, const char *member,
-	    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count);
+	    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count,
+	    int *added);
+int	 state_unmark(struct state *, const char *key, const char *member);
+int	 state_verify(struct state *);
 int	 state_count(struct state *, const char *key, int64_t now,
 	    uint64_t limit, uint64_t *count, int64_t *until);
 int	 state_has(struct state *, const char *key, const char *member,

@@ -10,9 +10,12 @@
  * longer than BUSY_MS is a store too slow to wait for: STATE_RETRY, and
  * the caller goes on without it.
  *
- * One table: marks(key, member, expires).  Expired members of a key go
- * when that key is next changed; all expired ones, and then the oldest
- * beyond STATE_ROWS_MAX, every TRIM_EVERY insertions.
+ * One table: marks(key, member, expires, marked).  Expired members of a
+ * key go when that key is next changed; all expired ones, and then the
+ * least recently marked beyond STATE_ROWS_MAX, every TRIM_EVERY
+ * insertions.  Least recently marked, not soonest to expire: a flood of
+ * new names must not push out an address's fresh failures (10 minutes)
+ * before a user's old ones (a day).
  */
 #include <sys/stat.h>
 
@@ -34,12 +37,21 @@
 #define BUSY_MS		1000
 #define TRIM_EVERY	256
 
+/*
+ * marked: when a member was last added or renewed, by which the oldest go
+ * first past the bound; expires: when it is forgotten.  Another layout
+ * (user_version) is dropped and made anew: it holds only counts that
+ * expire anyway.
+ */
+#define SCHEMA_VERSION	2
 static const char schema[] =
-    "CREATE TABLE IF NOT EXISTS marks ("
+    "DROP TABLE IF EXISTS marks;"
+    "CREATE TABLE marks ("
     " key TEXT NOT NULL, member TEXT NOT NULL, expires INTEGER NOT NULL,"
-    " UNIQUE (key, member));"
-    "CREATE INDEX IF NOT EXISTS marks_expires ON marks (expires);"
-    "PRAGMA user_version = 1;";
+    " marked INTEGER NOT NULL, UNIQUE (key, member));"
+    "CREATE INDEX marks_expires ON marks (expires);"
+    "CREATE INDEX marks_marked ON marks (marked);"
+    "PRAGMA user_version = 2;";
 
 static int
 sqlite_check(const char *path, const char **why)
@@ -145,10 +157,14 @@ exec_sql(struct state *st, const char *sql)
 	return STATE_OK;
 }
 
+static int	run(struct state *, const char *, const char *, const char *,
+		    int64_t, int64_t, int64_t *);
+
 static int
 setup(struct state *st)
 {
 	sqlite3_stmt	*stmt;
+	int64_t		 current = -1;
 	int		 version = -1;
 
 	if (sqlite3_prepare_v2(db(st), "PRAGMA user_version", -1, &stmt,
@@ -159,12 +175,15 @@ setup(struct state *st)
 	sqlite3_finalize(stmt);
 	if (version == -1)
 		return failed(st, "sqlite");
-	if (version == 1)
+	if (version == SCHEMA_VERSION)
 		return STATE_OK;
 	if (exec_sql(st, "PRAGMA journal_mode = WAL") != STATE_OK ||
 	    exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
 		return STATE_RETRY;
-	if (exec_sql(st, schema) != STATE_OK) {
+	/* Another connection may have made it while this one waited. */
+	if (run(st, "PRAGMA user_version", NULL, NULL, 0, 0, &current) !=
+	    STATE_OK || (current != SCHEMA_VERSION &&
+	    exec_sql(st, schema) != STATE_OK)) {
 		(void)sqlite3_exec(db(st), "ROLLBACK", NULL, NULL, NULL);
 		return STATE_RETRY;
 	}
@@ -248,7 +267,7 @@ rollback(struct state *st)
 	return STATE_RETRY;
 }
 
-/* Expired members, then the oldest beyond the bound. */
+/* Expired members, then the least recently marked beyond the bound. */
 static int
 trim(struct state *st, int64_t now)
 {
@@ -262,13 +281,17 @@ trim(struct state *st, int64_t now)
 	if (rows <= STATE_ROWS_MAX)
 		return STATE_OK;
 	return run(st, "DELETE FROM marks WHERE rowid IN (SELECT rowid FROM "
-	    "marks ORDER BY expires LIMIT ?1)", NULL, NULL,
+	    "marks ORDER BY marked LIMIT ?1)", NULL, NULL,
 	    rows - STATE_ROWS_MAX, 0, NULL);
 }
 
+/*
+ * A new member is inserted (and every TRIM_EVERY-th insertion trims the
+ * table: only insertions grow it); a known one is renewed.
+ */
 static int
 sqlite_mark(struct state *st, const char *key, const char *member,
-    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count)
+    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count, int *added)
 {
 	int64_t n = 0;
 
@@ -280,24 +303,69 @@ sqlite_mark(struct state *st, const char *key, const char *member,
 		return STATE_RETRY;
 	if (run(st, "DELETE FROM marks WHERE key = ?1 AND expires <= ?2",
 	    key, NULL, now, 0, NULL) != STATE_OK ||
-	    run(st, "INSERT INTO marks (key, member, expires) VALUES "
-	    "(?1, ?2, ?3) ON CONFLICT (key, member) DO UPDATE SET "
-	    "expires = excluded.expires", key, member, now + (int64_t)ttl, 0,
+	    run(st, "INSERT INTO marks (key, member, expires, marked) VALUES "
+	    "(?1, ?2, ?3, ?4) ON CONFLICT (key, member) DO NOTHING", key,
+	    member, now + (int64_t)ttl, now, NULL) != STATE_OK)
+		return rollback(st);
+	*added = sqlite3_changes(db(st)) > 0;
+	if (*added) {
+		if (sqlite3_last_insert_rowid(db(st)) % TRIM_EVERY == 0 &&
+		    trim(st, now) != STATE_OK)
+			return rollback(st);
+	} else if (run(st, "UPDATE marks SET expires = ?3, marked = ?4 WHERE "
+	    "key = ?1 AND member = ?2", key, member, now + (int64_t)ttl, now,
 	    NULL) != STATE_OK)
 		return rollback(st);
-	if (sqlite3_changes(db(st)) > 0 &&
-	    sqlite3_last_insert_rowid(db(st)) % TRIM_EVERY == 0 &&
-	    trim(st, now) != STATE_OK)
-		return rollback(st);
 	if (run(st, "DELETE FROM marks WHERE key = ?1 AND rowid NOT IN "
-	    "(SELECT rowid FROM marks WHERE key = ?1 ORDER BY expires DESC "
-	    "LIMIT ?2)", key, NULL, (int64_t)keep, 0, NULL) != STATE_OK ||
+	    "(SELECT rowid FROM marks WHERE key = ?1 ORDER BY marked DESC, "
+	    "rowid DESC LIMIT ?2)", key, NULL, (int64_t)keep, 0, NULL) !=
+	    STATE_OK ||
 	    run(st, "SELECT count(*) FROM marks WHERE key = ?1", key, NULL, 0,
 	    0, &n) != STATE_OK)
 		return rollback(st);
 	if (exec_sql(st, "COMMIT") != STATE_OK)
 		return rollback(st);
 	*count = (uint64_t)n;
+	return STATE_OK;
+}
+
+static int
+sqlite_unmark(struct state *st, const char *key, const char *member)
+{
+	return run(st, "DELETE FROM marks WHERE key = ?1 AND member = ?2",
+	    key, member, 0, 0, NULL);
+}
+
+/*
+ * For -t: the store can be written (a read-only file opens all the same)
+ * and is not corrupt past its first page.
+ */
+static int
+sqlite_verify(struct state *st)
+{
+	sqlite3_stmt	*stmt;
+	const char	*text;
+	int		 rc;
+
+	if (exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
+		return STATE_RETRY;
+	if (run(st, "SELECT count(*) FROM marks", NULL, NULL, 0, 0, NULL) !=
+	    STATE_OK)
+		return rollback(st);
+	(void)sqlite3_exec(db(st), "ROLLBACK", NULL, NULL, NULL);
+	if (sqlite3_prepare_v2(db(st), "PRAGMA quick_check", -1, &stmt,
+	    NULL) != SQLITE_OK)
+		return failed(st, "sqlite");
+	rc = sqlite3_step(stmt);
+	text = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(stmt, 0) :
+	    NULL;
+	if (text == NULL || strcmp(text, "ok") != 0) {
+		snprintf(st->error, sizeof(st->error), "quick_check: %s",
+		    text != NULL ? text : sqlite3_errmsg(db(st)));
+		sqlite3_finalize(stmt);
+		return STATE_RETRY;
+	}
+	sqlite3_finalize(stmt);
 	return STATE_OK;
 }
 
@@ -374,6 +442,7 @@ sqlite_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
 }
 
 const struct state_backend state_sqlite_backend = {
-	"sqlite", sqlite_check, sqlite_open, sqlite_mark, sqlite_count,
-	sqlite_has, sqlite_forget, sqlite_keys, sqlite_close
+	"sqlite", sqlite_check, sqlite_open, sqlite_mark, sqlite_unmark,
+	sqlite_count, sqlite_has, sqlite_forget, sqlite_keys, sqlite_verify,
+	sqlite_close
 };

@@ -31,6 +31,7 @@ main(int argc, char *argv[])
 	char		 err[512], member[128];
 	uint64_t	 n = 0;
 	long		 i, count;
+	int		 added;
 
 	if (argc < 4 || (strcmp(argv[2], "mark") == 0 && argc != 6)) {
 		fprintf(stderr, "usage: state-probe SPEC mark KEY PREFIX N | "
@@ -46,7 +47,7 @@ main(int argc, char *argv[])
 		for (i = 0; i < count; i++) {
 			snprintf(member, sizeof(member), "%s-%ld", argv[4], i);
 			if (state_mark(st, argv[3], member, (int64_t)time(NULL),
-			    3600, 1000000, &n) != STATE_OK)
+			    3600, 1000000, &n, &added) != STATE_OK)
 				return fail(st, NULL);
 		}
 	} else if (state_count(st, argv[3], (int64_t)time(NULL), 0, &n,
