@@ -11,7 +11,8 @@
 #define STATE_PART_MAX		(AUTH_PASS_MAX + 8)
 /*
  * At most this many members in all: a flood of addresses and names
- * cannot grow the store past a few tens of MiB (oldest out first).
+ * cannot grow the store past about 31 MiB (130 MiB were every name 256
+ * octets long); the least recently marked go first.
  */
 #define STATE_ROWS_MAX		200000
 
