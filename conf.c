@@ -73,9 +73,15 @@ static const struct conf_key conf_keys[] = {
 	{ "max-auth-failures", K_UINT, OFF(max_auth_failures), 1, 1000, NULL,
 	    "3", NULL },
 	{ "max-errors", K_UINT, OFF(max_errors), 1, 1000, NULL, "10", NULL },
+	/* 0: no limit (Postfix's smtpd_junk_command_limit) */
+	{ "max-junk-commands", K_UINT, OFF(max_junk_commands), 0, 1000000,
+	    NULL, "100", NULL },
 	{ "auth-failure-delay", K_UINT, OFF(auth_failure_delay), 0, 60, NULL,
 	    "2", NULL },
 	{ "timeout", K_UINT, OFF(timeout), 1, 86400, NULL, "300", NULL },
+	/* 0: no limit (sshd's LoginGraceTime) */
+	{ "login-grace-time", K_UINT, OFF(login_grace_time), 0, 86400, NULL,
+	    "60", NULL },
 	{ "data-timeout", K_UINT, OFF(data_timeout), 1, 86400, NULL, "600",
 	    NULL },
 	{ "sendmail-timeout", K_UINT, OFF(sendmail_timeout), 1, 86400, NULL,

@@ -37,6 +37,12 @@ struct session {
 	uint64_t		 auth_failures;
 	uint64_t		 commands;
 	uint64_t		 messages;
+	uint64_t		 junk;		/* NOOP, RSET, VRFY, HELP */
+	/*
+	 * login-grace-time runs out here (INT64_MAX: never): until a
+	 * successful AUTH, no read waits past it.
+	 */
+	int64_t			 login_deadline_ms;
 	struct ssl_ctx_st	*starttls_ctx;	/* NULL: STARTTLS unavailable */
 	const struct backend	*backend;	/* auth and submit */
 	char			 tls_version[32];	/* "none" until TLS */
@@ -57,6 +63,7 @@ struct smtp_cmd {
 #define CMD_NEED_MAIL	0x08
 #define CMD_NEED_RCPT	0x10
 #define CMD_LOG_REFUSAL	0x20	/* 4xx/5xx replies go to the log */
+#define CMD_JUNK	0x40	/* counts towards max-junk-commands */
 
 static void cmd_helo(struct session *, char *);
 static void cmd_ehlo(struct session *, char *);
@@ -81,11 +88,11 @@ static const struct smtp_cmd smtp_cmds[] = {
 	    CMD_LOG_REFUSAL },
 	{ "DATA", cmd_data, CMD_FLUSH | CMD_NEED_HELO | CMD_NEED_AUTH |
 	    CMD_NEED_MAIL | CMD_NEED_RCPT | CMD_LOG_REFUSAL },
-	{ "RSET", cmd_rset, 0 },
-	{ "NOOP", cmd_noop, CMD_FLUSH },
+	{ "RSET", cmd_rset, CMD_JUNK },
+	{ "NOOP", cmd_noop, CMD_FLUSH | CMD_JUNK },
 	{ "QUIT", cmd_quit, CMD_FLUSH },
-	{ "VRFY", cmd_vrfy, CMD_FLUSH },
-	{ "HELP", cmd_help, CMD_FLUSH },
+	{ "VRFY", cmd_vrfy, CMD_FLUSH | CMD_JUNK },
+	{ "HELP", cmd_help, CMD_FLUSH | CMD_JUNK },
 	{ "STARTTLS", cmd_starttls, CMD_FLUSH },
 	{ "EXPN", cmd_not_implemented, CMD_FLUSH },
 	{ "ETRN", cmd_not_implemented, CMD_FLUSH },
@@ -149,6 +156,50 @@ reply_error(struct session *s, int code, const char *text)
 		return;
 	}
 	reply(s, code, "%s", text);
+}
+
+/* ---- time limits on reads ---- */
+
+static int
+login_grace_applies(const struct session *s)
+{
+	return s->login_deadline_ms != INT64_MAX && !s->authenticated;
+}
+
+static int
+login_grace_over(const struct session *s)
+{
+	return login_grace_applies(s) && now_ms() >= s->login_deadline_ms;
+}
+
+/*
+ * The deadline of one read that may take `seconds`.  Before a successful
+ * AUTH it is never later than the login grace deadline, so that no mix of
+ * idling, NOOPs, slow lines and unanswered AUTH prompts holds a connection
+ * that has not logged in for longer than login-grace-time.
+ */
+static int64_t
+read_deadline(const struct session *s, uint64_t seconds)
+{
+	int64_t deadline = now_ms() + (int64_t)seconds * 1000;
+
+	if (login_grace_applies(s) && s->login_deadline_ms < deadline)
+		deadline = s->login_deadline_ms;
+	return deadline;
+}
+
+/* A read ran out of time: say whose limit it was, and end the session. */
+static void
+read_timed_out(struct session *s)
+{
+	if (login_grace_over(s)) {
+		reply(s, 421, "4.4.2 %s Login grace time exceeded",
+		    s->cf->hostname);
+		close_session(s, "login-grace-time");
+		return;
+	}
+	reply(s, 421, "4.4.2 %s Error: timeout exceeded", s->cf->hostname);
+	close_session(s, "timeout");
 }
 
 /* ---- the transaction ---- */
@@ -336,9 +387,11 @@ cmd_starttls(struct session *s, char *arg)
 	}
 	io_discard_input(s->io);
 	ssl = tls_accept(s->starttls_ctx, s->io->infd, s->io->outfd,
-	    now_ms() + (int64_t)s->cf->timeout * 1000, s->peer);
+	    read_deadline(s, s->cf->timeout), s->peer);
 	if (ssl == NULL) {
-		close_session(s, "tls-failed");
+		/* No reply: half a handshake leaves nothing to say it on. */
+		close_session(s, login_grace_over(s) ? "login-grace-time" :
+		    "tls-failed");
 		return;
 	}
 	io_start_tls(s->io, ssl);
@@ -374,14 +427,16 @@ auth_read_line(struct session *s, const char *challenge, char *line,
 		close_session(s, "write-error");
 		return STEP_GONE;
 	}
-	rc = io_getline(s->io, line, size, SMTP_AUTH_LINE_MAX,
-	    now_ms() + (int64_t)s->cf->timeout * 1000, lenp);
+	/* A response pipelined before the grace time ran out is late too. */
+	if (login_grace_over(s))
+		rc = IO_TIMEOUT;
+	else
+		rc = io_getline(s->io, line, size, SMTP_AUTH_LINE_MAX,
+		    read_deadline(s, s->cf->timeout), lenp);
 	if (rc == IO_TOOLONG)
 		return STEP_TOOLONG;
 	if (rc == IO_TIMEOUT) {
-		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
-		    s->cf->hostname);
-		close_session(s, "timeout");
+		read_timed_out(s);
 		return STEP_GONE;
 	}
 	if (rc != IO_OK) {
@@ -935,6 +990,11 @@ data_deliver(struct session *s, int spool_fd, const char *queue_id,
 	if (rr.code != 250)
 		return;
 	s->messages++;
+	/*
+	 * As Postfix does: a client that delivers mail is working, whatever
+	 * RSETs and NOOPs it sends between messages.
+	 */
+	s->junk = 0;
 	log_msg(LOG_INFO, "queued id=%s user=%s from=<%s> nrcpt=%zu size=%llu "
 	    "ip=%s tls=%s", queue_id, log_escape(s->user, esc_user,
 	    sizeof(esc_user)), log_escape(s->env.sender, esc_from,
@@ -1001,6 +1061,79 @@ find_cmd(const char *verb)
 	return NULL;
 }
 
+/*
+ * A junk command past max-junk-commands ends the session: they cost
+ * nothing to send and do nothing, the tool of a client that only wants
+ * to hold the connection.
+ */
+static int
+junk_exceeded(struct session *s)
+{
+	if (s->cf->max_junk_commands == 0 ||
+	    ++s->junk <= s->cf->max_junk_commands)
+		return 0;
+	reply(s, 421, "4.7.0 %s Too many junk commands, closing connection",
+	    s->cf->hostname);
+	close_session(s, "junk-commands");
+	return 1;
+}
+
+/*
+ * HTTP request methods (RFC 9110 9, and HTTP/2's connection preface).
+ * Case-sensitive, as HTTP has them: no SMTP client sends them so.
+ */
+static const char *const http_methods[] = {
+	"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS",
+	"TRACE", "PATCH", "PRI", NULL,
+};
+
+/*
+ * The method of a line that is an HTTP request line, "METHOD target
+ * HTTP/version", or NULL.  The method returned is ours, not the client's.
+ */
+static const char *
+http_request_method(const char *line)
+{
+	const char	*target, *version;
+	size_t		 i, n = 0;
+
+	for (i = 0; http_methods[i] != NULL; i++) {
+		n = strlen(http_methods[i]);
+		if (strncmp(line, http_methods[i], n) == 0 && line[n] == ' ')
+			break;
+	}
+	if (http_methods[i] == NULL)
+		return NULL;
+	target = line + n + 1;
+	n = strcspn(target, " ");
+	if (n == 0 || target[n] != ' ')
+		return NULL;
+	version = target + n + 1;
+	if (strncmp(version, "HTTP/", 5) != 0 || version[5] == '\0' ||
+	    strchr(version, ' ') != NULL)
+		return NULL;
+	return http_methods[i];
+}
+
+/*
+ * A web browser, an HTTP proxy probe, or a page making a browser post a
+ * form to this port (cross-protocol scripting): none of it is SMTP, and
+ * nothing in the rest of it is worth a reply.  Only the connection's
+ * first line is looked at; later, such a line is an ordinary bad command.
+ */
+static int
+refuse_http(struct session *s, const char *line)
+{
+	const char *method;
+
+	if (s->commands != 1 || (method = http_request_method(line)) == NULL)
+		return 0;
+	log_msg(LOG_INFO, "rejected ip=%s user=- cmd=%s reason=non-smtp",
+	    s->peer, method);
+	close_session(s, "non-smtp");
+	return 1;
+}
+
 /* The state the table asks for; replies and returns -1 when missing. */
 static int
 check_state(struct session *s, unsigned flags)
@@ -1041,6 +1174,8 @@ dispatch(struct session *s, char *line, size_t len)
 	too_long = len + 2 > SMTP_CMD_MAX;
 	while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t'))
 		line[--len] = '\0';
+	if (refuse_http(s, line))
+		return;
 	verb = line;
 	arg = line + strcspn(line, " ");
 	if (*arg != '\0')
@@ -1054,6 +1189,8 @@ dispatch(struct session *s, char *line, size_t len)
 		reply_error(s, 500, "5.5.2 Line too long");
 		return;
 	}
+	if ((cmd->flags & CMD_JUNK) && junk_exceeded(s))
+		return;
 	if (cmd->flags & CMD_LOG_REFUSAL)
 		s->log_cmd = cmd->verb;
 	if (check_state(s, cmd->flags) == 0)
@@ -1070,8 +1207,16 @@ read_command(struct session *s)
 	size_t	 len;
 	int	 rc;
 
-	rc = io_getline(s->io, line, sizeof(line), SMTP_AUTH_LINE_MAX,
-	    now_ms() + (int64_t)s->cf->timeout * 1000, &len);
+	/*
+	 * Checked before reading, not only by the read's deadline: lines a
+	 * client has queued (NOOPs every second) would otherwise keep it
+	 * going past login-grace-time.
+	 */
+	if (login_grace_over(s))
+		rc = IO_TIMEOUT;
+	else
+		rc = io_getline(s->io, line, sizeof(line), SMTP_AUTH_LINE_MAX,
+		    read_deadline(s, s->cf->timeout), &len);
 	switch (rc) {
 	case IO_OK:
 		s->commands++;
@@ -1082,9 +1227,7 @@ read_command(struct session *s)
 		reply_error(s, 500, "5.5.2 Line too long");
 		break;
 	case IO_TIMEOUT:
-		reply(s, 421, "4.4.2 %s Error: timeout exceeded",
-		    s->cf->hostname);
-		close_session(s, "timeout");
+		read_timed_out(s);
 		break;
 	case IO_EOF:
 		close_session(s, "eof");
@@ -1113,6 +1256,8 @@ smtp_session(const struct config *cf, struct io *io, const char *peer,
 	s.peer = peer;
 	s.starttls_ctx = starttls_ctx;
 	s.backend = backend;
+	s.login_deadline_ms = cf->login_grace_time == 0 ? INT64_MAX :
+	    now_ms() + (int64_t)cf->login_grace_time * 1000;
 	note_tls(&s);
 	reply(&s, 220, "%s ESMTP", cf->hostname);
 	if (io_flush(io) == -1)

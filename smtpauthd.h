@@ -87,8 +87,10 @@ struct config {
 	uint64_t	 max_recipients;
 	uint64_t	 max_auth_failures;
 	uint64_t	 max_errors;
+	uint64_t	 max_junk_commands;	/* 0: no limit */
 	uint64_t	 auth_failure_delay;
 	uint64_t	 timeout;
+	uint64_t	 login_grace_time;	/* 0: no limit */
 	uint64_t	 data_timeout;
 	uint64_t	 sendmail_timeout;
 	uint64_t	 auth_timeout;

@@ -450,7 +450,8 @@ def test_write_timeout_client_never_reads(env):
     """`timeout` also bounds each write: a client that pipelines commands
     and never reads the replies must not keep smtpauthd forever."""
     import errno
-    c = env.start(timeout=1)
+    # The NOOPs are junk: without max-junk-commands 0 the 101st would end it.
+    c = env.start(timeout=1, max_junk_commands=0)
     c.sock.setblocking(False)
     chunk = b"NOOP\r\n" * 2000
     stuck_since = None
