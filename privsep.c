@@ -993,13 +993,19 @@ static int
 session_implicit_tls(const struct config *cf, struct io *io, const char *peer,
     struct ssl_ctx_st *ctx)
 {
-	struct ssl_st *ssl;
+	struct ssl_st	*ssl;
+	int64_t		 deadline, grace;
 
-	ssl = tls_accept(ctx, io->infd, io->outfd, now_ms() +
-	    (int64_t)cf->timeout * 1000, peer);
+	/* Not past login-grace-time either: no one has logged in yet. */
+	deadline = now_ms() + (int64_t)cf->timeout * 1000;
+	grace = login_grace_deadline(cf);
+	if (grace < deadline)
+		deadline = grace;
+	ssl = tls_accept(ctx, io->infd, io->outfd, deadline, peer);
 	if (ssl == NULL) {
-		log_msg(LOG_INFO, "disconnect ip=%s user=- reason=tls-failed "
-		    "commands=0 messages=0", peer);
+		log_msg(LOG_INFO, "disconnect ip=%s user=- reason=%s "
+		    "commands=0 messages=0", peer, now_ms() >= grace ?
+		    "login-grace-time" : "tls-failed");
 		return -1;
 	}
 	io_start_tls(io, ssl);

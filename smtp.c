@@ -1256,8 +1256,7 @@ smtp_session(const struct config *cf, struct io *io, const char *peer,
 	s.peer = peer;
 	s.starttls_ctx = starttls_ctx;
 	s.backend = backend;
-	s.login_deadline_ms = cf->login_grace_time == 0 ? INT64_MAX :
-	    now_ms() + (int64_t)cf->login_grace_time * 1000;
+	s.login_deadline_ms = login_grace_deadline(cf);
 	note_tls(&s);
 	reply(&s, 220, "%s ESMTP", cf->hostname);
 	if (io_flush(io) == -1)

@@ -143,6 +143,22 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t connection_start_ms;
+
+/*
+ * When login-grace-time runs out (INT64_MAX: never): counted from the
+ * connection, so that implicit TLS's handshake counts too.
+ */
+int64_t
+login_grace_deadline(const struct config *cf)
+{
+	if (connection_start_ms == 0)
+		connection_start_ms = now_ms();
+	if (cf->login_grace_time == 0)
+		return INT64_MAX;
+	return connection_start_ms + (int64_t)cf->login_grace_time * 1000;
+}
+
 void
 sleep_until(int64_t deadline_ms)
 {
@@ -304,6 +320,7 @@ serve(struct config *cf)
 	size_t			 i;
 	int			 rc;
 
+	(void)login_grace_deadline(cf);		/* the clock starts */
 	peer_address(peer, sizeof(peer));
 	log_msg(LOG_INFO, "connect ip=%s", peer);
 	if (cf->nerrors > 0) {

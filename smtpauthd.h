@@ -136,6 +136,7 @@ void	 fatal(const char *what) __attribute__((noreturn));
 void	 *xcalloc(size_t, size_t);
 char	 *xstrdup(const char *);
 int64_t	  now_ms(void);
+int64_t	  login_grace_deadline(const struct config *);
 void	  sleep_until(int64_t deadline_ms);
 void	  make_queue_id(char id[QUEUE_ID_LEN + 1]);
 

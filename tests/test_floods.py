@@ -151,6 +151,21 @@ def test_grace_stalled_starttls_handshake(env, pki):
     assert disconnect_reason(c) == "login-grace-time"
 
 
+def test_grace_stalled_implicit_tls_handshake(env, pki):
+    """On 465 the clock starts with the connection, before the handshake:
+    a client that never sends its ClientHello is gone after the grace
+    time, not after timeout."""
+    t = time.monotonic()
+    c = env.start(login_grace_time=GRACE, tls="implicit", timeout=60,
+                  tls_cert=pki.path("chain.pem"), tls_key=pki.path("leaf.key"),
+                  greet=False)
+    assert c.closed(GRACE_CLOSE_MAX), "still open"
+    took = time.monotonic() - t
+    assert GRACE_EARLIEST <= took < GRACE_CLOSE_MAX, took
+    assert c.buf == b"", c.buf
+    assert disconnect_reason(c) == "login-grace-time"
+
+
 def test_grace_does_not_apply_after_login(env):
     c = env.session(login_grace_time=GRACE)
     time.sleep(GRACE + 1.5)
