@@ -419,6 +419,15 @@ def test_wrong_password_through_pam(units):
     c.quit()
     journal_has(units, r"^auth failed user=%s mech=PLAIN ip=127\.0\.0\.1 "
                 r"reason=credentials tls=\S+$" % units.user)
+    # The failure is remembered where the units' StateDirectory= put the
+    # default store, root's alone, under the hardening (ProtectSystem=full).
+    r = units.container.run("stat", "-c", "%a %U %F",
+                            "/var/lib/smtpauthd", "/var/lib/smtpauthd/state.db",
+                            "/var/lib/smtpauthd/state.db.key")
+    assert r.stdout.split("\n")[:3] == ["700 root directory",
+                                         "600 root regular file",
+                                         "600 root regular file"], r
+    assert "failing open" not in units.container.journal()
 
 
 def test_max_connections_per_source(units):
