@@ -36,10 +36,14 @@ static struct config	 configs[NCONFIGS];
 static int		 in_fd, out_fd;
 static unsigned		 submitted;
 
+/*
+ * login-grace-time counts from the process's connection, and one fuzzing
+ * process serves them all: past it every input would end at once.
+ */
 static const char *const base_options[] = {
 	"hostname=" FUZZ_HOST, "auth-require-tls=no", "auth-failure-delay=0",
 	"timeout=1", "data-timeout=1", "sendmail-timeout=1",
-	"sendmail=/bin/false", NULL,
+	"sendmail=/bin/false", "login-grace-time=0", NULL,
 };
 
 static const char *const variant_options[NCONFIGS][8] = {
