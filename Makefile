@@ -158,7 +158,8 @@ fuzz: fuzz-build
 VALGRIND_DESELECT ?= test_session_confined or test_two_processes_over_tcp \
             or test_sendmail_as_user_through_the_monitor \
             or test_session_death_as_root or test_seccomp_kill_is_reported \
-            or test_tls_in_the_session or test_failures_answer_alike
+            or test_tls_in_the_session or test_failures_answer_alike \
+            or test_guesses_at_once_are_counted_before_their_checks
 
 check-valgrind: smtpauthd tests/capture-sendmail tests/pam_counter.so \
 	    tests/state-probe
