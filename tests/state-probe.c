@@ -4,6 +4,8 @@
  *
  *   state-probe SPEC mark KEY PREFIX N   add N members PREFIX-0.. to KEY
  *   state-probe SPEC count KEY           print how many KEY has
+ *   state-probe SPEC cycle KEY N         N times: open, mark, close, as
+ *                                        a monitor does (for bench/)
  *
  * Exits 0, or 1 with the store's error on standard error.
  */
@@ -40,6 +42,21 @@ main(int argc, char *argv[])
 	}
 	memset(&cf, 0, sizeof(cf));
 	cf.state = argv[1];
+	if (strcmp(argv[2], "cycle") == 0 && argc == 5) {
+		count = strtol(argv[4], NULL, 10);
+		for (i = 0; i < count; i++) {
+			snprintf(member, sizeof(member), "m-%ld", i);
+			if (state_open(&cf, &st, err, sizeof(err)) != STATE_OK ||
+			    st == NULL)
+				return fail(NULL, err);
+			if (state_mark(st, argv[3], member, (int64_t)time(NULL),
+			    3600, 100, &n, &added) != STATE_OK)
+				return fail(st, NULL);
+			state_close(st);
+		}
+		printf("%llu\n", (unsigned long long)n);
+		return 0;
+	}
 	if (state_open(&cf, &st, err, sizeof(err)) != STATE_OK || st == NULL)
 		return fail(NULL, err);
 	if (strcmp(argv[2], "mark") == 0) {
