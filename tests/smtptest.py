@@ -777,6 +777,7 @@ class Env:
         path = config_path or self.write_config(overrides, raw)
         a, b = socket.socketpair()
         logpath = self.newlog()
+        t_start = time.monotonic()
         with open(logpath, "wb") as logf:
             kwargs = {} if (as_root or not IS_ROOT) else drop_kwargs()
             kwargs.update(popen or {})
@@ -788,6 +789,7 @@ class Env:
         b.close()
         c = Client(a, proc, logpath)
         c.server_ino = server_ino   # the inode of smtpauthd's end
+        c.t_start = t_start         # before the server was started
         self.clients.append(c)
         if greet:
             r = c.reply(15)
