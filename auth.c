@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <pwd.h>
 #include <security/pam_appl.h>
+#include <shadow.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,6 +594,99 @@ auth_check(const struct config *cf, const char *mech, const char *user,
 		/* cppcheck-suppress getpwnamCalled ; one thread: nothing to re-enter */
 		struct passwd *pw = getpwnam(canon);
 
+		if (pw == NULL || pw->pw_uid == 0) {
+			*reason = pw == NULL ? "no-account" : "root";
+			rc = AUTH_FAIL;
+		}
+	}
+	return rc;
+}
+
+/* ---- the account, again, before each message ---- */
+
+/*
+ * pam_acct_mgmt alone (no password: the client proved it at AUTH):
+ * expired, or refused by pam_access, pam_time, pam_nologin...
+ */
+static int
+account_pam(const struct config *cf, const char *user, const char *peer,
+    const char **reason)
+{
+	struct pam_creds	 cr = { user, "" };
+	struct pam_conv		 conv = { pam_conv_fn, &cr };
+	pam_handle_t		*ph = NULL;
+	struct stack_report	 report = { cf, 0 };
+	int			 rc, result;
+
+	*reason = "unavailable";
+	if (pam_stack_check(cf->pam_service, stack_problem, &report) > 0)
+		return AUTH_TEMPFAIL;
+	if ((rc = pam_start(cf->pam_service, user, &conv, &ph)) !=
+	    PAM_SUCCESS) {
+		log_msg(LOG_ERR, "pam_start %s: %s", cf->pam_service,
+		    pam_strerror(ph, rc));
+		if (ph != NULL)
+			pam_end(ph, rc);
+		return AUTH_TEMPFAIL;
+	}
+	rc = pam_set_item(ph, PAM_RHOST, peer);
+	if (rc == PAM_SUCCESS)
+		rc = pam_acct_mgmt(ph, PAM_SILENT);
+	result = pam_result(rc);
+	if (result != AUTH_OK) {
+		*reason = result == AUTH_TEMPFAIL ? "unavailable" :
+		    rc == PAM_ACCT_EXPIRED ? "account-expired" :
+		    rc == PAM_NEW_AUTHTOK_REQD || rc == PAM_AUTHTOK_EXPIRED ?
+		    "password-expired" : "account";
+		log_msg(result == AUTH_TEMPFAIL ? LOG_ERR : LOG_INFO,
+		    "pam %s (account): %s", cf->pam_service,
+		    pam_strerror(ph, rc));
+	}
+	pam_end(ph, rc);
+	return result;
+}
+
+/*
+ * Whether user may still send, as the check at AUTH would say now without
+ * the password: the password-file entry is still there and not locked;
+ * with PAM, the account stack agrees and the local account is not locked
+ * (passwd -l and usermod -L put a '!' before the shadow hash, which only
+ * the auth stack would notice); and sendmail can still run as it.
+ */
+int
+auth_account(const struct config *cf, const char *user, const char *peer,
+    const char **reason)
+{
+	char		 hash[PASSWD_LINE_MAX];
+	struct spwd	*sp;
+	struct passwd	*pw;
+	int		 found, rc = AUTH_OK;
+
+	if (cf->auth == AUTH_FILE) {
+		found = passwd_lookup(cf->passwd_file, user, hash, sizeof(hash),
+		    NULL, NULL);
+		if (found == -1) {
+			*reason = "unavailable";
+			rc = AUTH_TEMPFAIL;
+		} else if (!found || !hash_acceptable(hash)) {
+			*reason = found ? "account-locked" : "unknown-user";
+			rc = AUTH_FAIL;
+		}
+		explicit_bzero(hash, sizeof(hash));
+	} else {
+		rc = account_pam(cf, user, peer, reason);
+		/* cppcheck-suppress getspnamCalled ; one thread */
+		if (rc == AUTH_OK && geteuid() == 0 &&
+		    (sp = getspnam(user)) != NULL && sp->sp_pwdp != NULL &&
+		    sp->sp_pwdp[0] == '!') {
+			*reason = "account-locked";
+			rc = AUTH_FAIL;
+		}
+		endspent();
+	}
+	if (rc == AUTH_OK && geteuid() == 0) {
+		/* cppcheck-suppress getpwnamCalled ; one thread */
+		pw = getpwnam(user);
 		if (pw == NULL || pw->pw_uid == 0) {
 			*reason = pw == NULL ? "no-account" : "root";
 			rc = AUTH_FAIL;

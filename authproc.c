@@ -130,8 +130,12 @@ auth_child(const struct auth_bounds *m, pid_t monitor_pid,
 	(void)setpgid(0, 0);
 	close(m->channel);
 	memset(&a, 0, sizeof(a));
-	a.result = auth_check(m->cf, mech, user, pass, m->peer, a.canon,
-	    sizeof(a.canon), &reason);
+	if (pass == NULL) {
+		a.result = auth_account(m->cf, user, m->peer, &reason);
+		snprintf(a.canon, sizeof(a.canon), "%s", user);
+	} else
+		a.result = auth_check(m->cf, mech, user, pass, m->peer,
+		    a.canon, sizeof(a.canon), &reason);
 	snprintf(a.reason, sizeof(a.reason), "%s", reason);
 	/* One write of less than PIPE_BUF: whole or not at all. */
 	do

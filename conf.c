@@ -25,7 +25,7 @@
 #define CONF_LINE_MAX	4096
 
 enum conf_kind { K_STRING, K_PATH, K_NAME, K_HOST, K_BOOL, K_UINT, K_OCTAL,
-    K_ENUM, K_STATE, K_RATE, K_DURATION, K_PREFIXES };
+    K_ENUM, K_STATE, K_RATE, K_RATES, K_DURATION, K_PREFIXES };
 
 struct conf_key {
 	const char	*name;
@@ -109,6 +109,11 @@ static const struct conf_key conf_keys[] = {
 	    DURATION_MAX, NULL, "1d", NULL },
 	{ "auth-limit-exempt", K_PREFIXES, OFF(auth_limit_exempt), 0, 0, NULL,
 	    NULL, NULL },
+	{ "user-recipient-limit", K_RATES, OFF(user_recipient_limit), 0,
+	    RATE_COUNT_MAX, NULL, "200/1h, 1000/1d", NULL },
+	{ "user-message-limit", K_RATES, OFF(user_message_limit), 0,
+	    RATE_COUNT_MAX, NULL, "30/1m", NULL },
+	{ "limits-map", K_PATH, OFF(limits_map), 0, 0, NULL, NULL, NULL },
 };
 
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -253,6 +258,53 @@ parse_rate(const char *s, uint64_t max, struct rate *r)
 	if (r->count == 0)
 		r->window = 0;
 	return 0;
+}
+
+/*
+ * "200/1h, 1000/1d": each limit holds; "0" (or "off") is none.  Two
+ * limits over the same window would be one too many: refused.
+ */
+int
+conf_parse_rates(const char *s, uint64_t max, struct rates *rs)
+{
+	char		 copy[CONF_LINE_MAX + 1], *tok, *save = NULL;
+	struct rate	 r;
+	size_t		 i;
+
+	memset(rs, 0, sizeof(*rs));
+	if (strcmp(s, "0") == 0 || strcmp(s, "off") == 0)
+		return 0;
+	if (strlen(s) > CONF_LINE_MAX)
+		return -1;
+	snprintf(copy, sizeof(copy), "%s", s);
+	for (tok = strtok_r(copy, ", \t", &save); tok != NULL;
+	    tok = strtok_r(NULL, ", \t", &save)) {
+		if (parse_rate(tok, max, &r) == -1 || r.count == 0 ||
+		    rs->n == RATES_MAX)
+			return -1;
+		for (i = 0; i < rs->n; i++)
+			if (rs->r[i].window == r.window)
+				return -1;
+		rs->r[rs->n++] = r;
+	}
+	return rs->n > 0 ? 0 : -1;
+}
+
+void
+conf_print_rates(const struct rates *rs, char *out, size_t size)
+{
+	size_t	 i, len = 0;
+	char	 one[64];
+
+	out[0] = '\0';
+	if (rs->n == 0)
+		snprintf(out, size, "0");
+	for (i = 0; i < rs->n; i++) {
+		print_rate(&rs->r[i], one, sizeof(one));
+		if (len < size)
+			len += (size_t)snprintf(out + len, size - len, "%s%s",
+			    i > 0 ? ", " : "", one);
+	}
 }
 
 static int
@@ -412,6 +464,17 @@ conf_set(struct config *cf, const char *key, const char *value,
 			    "count up to %llu, a time like 90s, 10m, 2h or "
 			    "1d) or 0 (off)", where, key, value,
 			    (unsigned long long)k->max);
+			return -1;
+		}
+		return 0;
+	case K_RATES:
+		if (conf_parse_rates(value, k->max, (struct rates *)(base +
+		    k->offset)) == -1) {
+			conf_error(cf, "%s: %s: \"%s\" is not a list of up to "
+			    "%d limits COUNT/TIME with different times (a "
+			    "count up to %llu, a time like 90s, 10m, 2h or "
+			    "1d), separated by commas, or 0 (off)", where,
+			    key, value, RATES_MAX, (unsigned long long)k->max);
 			return -1;
 		}
 		return 0;
@@ -585,7 +648,7 @@ conf_print(const struct config *cf, FILE *out)
 {
 	const char	*base = (const char *)cf;
 	const char	*s;
-	char		 text[64];
+	char		 text[128];
 	size_t		 i;
 
 	for (i = 0; i < NKEYS; i++) {
@@ -623,6 +686,11 @@ conf_print(const struct config *cf, FILE *out)
 		case K_RATE:
 			print_rate((const struct rate *)(base + k->offset),
 			    text, sizeof(text));
+			fprintf(out, "%s %s\n", k->name, text);
+			break;
+		case K_RATES:
+			conf_print_rates((const struct rates *)(base +
+			    k->offset), text, sizeof(text));
 			fprintf(out, "%s %s\n", k->name, text);
 			break;
 		case K_DURATION:

@@ -108,34 +108,6 @@ addr_key(const struct limits *l, int net, char *key, size_t size)
 }
 
 /*
- * "user:alice": the name in lower case (a guesser gains nothing from
- * ALICE), as it is when made of the usual characters, else in hex.
- */
-static void
-user_key(const char *kind, const char *user, char *key, size_t size)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t		 i, n, plain;
-
-	n = (size_t)snprintf(key, size, "%s:", kind);
-	plain = strspn(user, "abcdefghijklmnopqrstuvwxyz"
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+=-");
-	if (user[plain] != '\0' && n + 1 < size)
-		key[n++] = '#';
-	for (i = 0; user[i] != '\0' && n + 2 < size; i++) {
-		unsigned char c = (unsigned char)user[i];
-
-		if (user[plain] == '\0')
-			key[n++] = (char)tolower(c);
-		else {
-			key[n++] = hex[c >> 4];
-			key[n++] = hex[c & 15];
-		}
-	}
-	key[n] = '\0';
-}
-
-/*
  * Whether the address or its network is over its limit: the reason, or
  * NULL.  Logged as the refusal it causes.
  */
@@ -234,7 +206,7 @@ known_here(struct limits *l, struct state *st, const char *user)
 
 	if (!l->has_addr || l->cf->auth_known_ip_time == 0)
 		return 0;
-	user_key("known", user, key, sizeof(key));
+	state_name_key("known", user, key, sizeof(key));
 	if (state_has(st, key, l->client, now_s(), &known) != STATE_OK) {
 		store_failed(l, st);
 		return 0;
@@ -263,7 +235,7 @@ limits_before_auth(struct limits *l, const char *user, const char *pass)
 	l->nmarks = 0;
 	if ((st = store(l)) == NULL)
 		return LIMIT_OK;
-	user_key("user", user, key, sizeof(key));
+	state_name_key("user", user, key, sizeof(key));
 	state_digest(st, key + strlen("user:"), pass, l->guess);
 	for (net = 0; l->has_addr && net <= 1 && why == NULL; net++) {
 		r = net ? &l->cf->auth_limit_net : &l->cf->auth_limit_ip;
@@ -278,7 +250,7 @@ limits_before_auth(struct limits *l, const char *user, const char *pass)
 	}
 	r = &l->cf->auth_limit_user;
 	if (why == NULL && !l->failed && limit_on(r)) {
-		user_key("user", user, key, sizeof(key));
+		state_name_key("user", user, key, sizeof(key));
 		if (reserve(l, st, key, r, "auth-limit-user", &before) == 0 &&
 		    before >= r->count && !known_here(l, st, user) &&
 		    !l->failed)
@@ -334,7 +306,7 @@ limits_after_auth(struct limits *l, int result, const char *user)
 	if ((l->nmarks > 0 || known) && (st = store(l)) != NULL) {
 		release(l, st);
 		if (known && !l->failed) {
-			user_key("known", user, key, sizeof(key));
+			state_name_key("known", user, key, sizeof(key));
 			if (state_mark(st, key, l->client, now_s(),
 			    l->cf->auth_known_ip_time, KNOWN_KEEP, &n,
 			    &added) != STATE_OK)
@@ -395,6 +367,16 @@ list_key(void *arg, const char *key)
 	uint64_t		 n;
 	int64_t			 t;
 
+	switch (sending_list_key(ls->cf, ls->st, ls->now, key)) {
+	case -1:
+		ls->failed = 1;
+		return -1;
+	case 1:
+		ls->shown++;
+		return 0;
+	default:
+		break;
+	}
 	if ((r = key_rate(ls->cf, key, &kind)) == NULL || !limit_on(r))
 		return 0;
 	if (state_count(ls->st, key, ls->now, r->count, &n, &t) != STATE_OK) {
@@ -456,7 +438,7 @@ unblock(const struct config *cf, struct state *st, const char *what)
 		snprintf(key, sizeof(key), "net:%s", text);
 		rc |= forget(st, key, &lifted);
 	} else {
-		user_key("user", what, key, sizeof(key));
+		state_name_key("user", what, key, sizeof(key));
 		rc |= forget(st, key, &lifted);
 	}
 	if (rc != 0) {
@@ -472,7 +454,22 @@ unblock(const struct config *cf, struct state *st, const char *what)
 	return 0;
 }
 
-/* smtpauthd -S list | unblock X: the exit status. */
+static int
+admin_usage_ok(int argc, char *const argv[])
+{
+	if (argc < 1)
+		return 0;
+	if (strcmp(argv[0], "list") == 0)
+		return argc == 1;
+	if (strcmp(argv[0], "unblock") == 0 ||
+	    strcmp(argv[0], "unsuspend") == 0)
+		return argc == 2 && argv[1][0] != '\0';
+	if (strcmp(argv[0], "suspend") == 0)
+		return (argc == 2 || argc == 3) && argv[1][0] != '\0';
+	return 0;
+}
+
+/* smtpauthd -S list | unblock X | suspend L [R] | unsuspend L: the status. */
 int
 limits_admin(const struct config *cf, int argc, char *const argv[])
 {
@@ -481,11 +478,10 @@ limits_admin(const struct config *cf, int argc, char *const argv[])
 	char		 err[512];
 	int		 rc;
 
-	if (argc < 1 || (strcmp(argv[0], "list") == 0 && argc != 1) ||
-	    (strcmp(argv[0], "unblock") == 0 && argc != 2) ||
-	    (strcmp(argv[0], "list") != 0 && strcmp(argv[0], "unblock") != 0)) {
+	if (!admin_usage_ok(argc, argv)) {
 		fprintf(stderr, "usage: smtpauthd [-f file] [-o key=value]... "
-		    "-S list | unblock ADDRESS|PREFIX|USER\n");
+		    "-S list | unblock ADDRESS|PREFIX|USER | suspend LOGIN "
+		    "[REASON] | unsuspend LOGIN\n");
 		return 64;
 	}
 	if ((rc = state_open(cf, &st, err, sizeof(err))) != STATE_OK) {
@@ -497,8 +493,14 @@ limits_admin(const struct config *cf, int argc, char *const argv[])
 		    "across connections\n");
 		return strcmp(argv[0], "list") == 0 ? 0 : 1;
 	}
-	if (strcmp(argv[0], "unblock") == 0) {
-		rc = unblock(cf, st, argv[1]);
+	if (strcmp(argv[0], "list") != 0) {
+		if (strcmp(argv[0], "unblock") == 0)
+			rc = unblock(cf, st, argv[1]);
+		else if (strcmp(argv[0], "suspend") == 0)
+			rc = sending_suspend(cf, st, argv[1], argc == 3 ?
+			    argv[2] : "");
+		else
+			rc = sending_unsuspend(cf, st, argv[1]);
 		state_close(st);
 		return rc;
 	}
@@ -514,7 +516,8 @@ limits_admin(const struct config *cf, int argc, char *const argv[])
 	}
 	state_close(st);
 	if (ls.shown == 0)
-		fprintf(stderr, "smtpauthd: nothing is blocked\n");
+		fprintf(stderr, "smtpauthd: nothing is blocked, suspended or "
+		    "counted\n");
 	return 0;
 }
 

@@ -807,11 +807,49 @@ parse_path_arg(char *arg, const char *prefix,
 	return rc;
 }
 
+/*
+ * What the backend refused: a permanent refusal counts against
+ * max-errors, as Postfix counts its 5xx, so that a client cannot try one
+ * sender after another for ever.
+ */
+static void
+backend_refused(struct session *s, const struct relay_reply *rr)
+{
+	if (rr->code >= 500)
+		reply_error(s, rr->code, rr->text);
+	else
+		reply(s, rr->code, "%s", rr->text);
+}
+
+/* For backends that check nothing: every sender and recipient is taken. */
+int
+smtp_any_sender(const struct config *cf, const char *sender,
+    struct relay_reply *rr)
+{
+	(void)cf;
+	(void)sender;
+	rr->code = 250;
+	snprintf(rr->text, sizeof(rr->text), "2.1.0 Ok");
+	return 0;
+}
+
+int
+smtp_any_rcpt(const struct config *cf, const char *rcpt,
+    struct relay_reply *rr)
+{
+	(void)cf;
+	(void)rcpt;
+	rr->code = 250;
+	snprintf(rr->text, sizeof(rr->text), "2.1.5 Ok");
+	return 0;
+}
+
 static void
 cmd_mail(struct session *s, char *arg)
 {
-	char	*params;
-	int	 rc;
+	struct relay_reply	 rr;
+	char			*params;
+	int			 rc;
 
 	if (s->in_mail) {
 		reply_error(s, 503, "5.5.1 Nested MAIL command");
@@ -841,15 +879,21 @@ cmd_mail(struct session *s, char *arg)
 		envelope_reset(s);
 		return;
 	}
+	if (s->backend->mail(s->cf, s->env.sender, &rr) == -1) {
+		backend_refused(s, &rr);
+		envelope_reset(s);
+		return;
+	}
 	s->in_mail = 1;
-	reply(s, 250, "2.1.0 Ok");
+	reply(s, rr.code, "%s", rr.text);
 }
 
 static void
 cmd_rcpt(struct session *s, char *arg)
 {
-	char	 rcpt[SMTP_PATH_MAX + 1], *params;
-	int	 rc;
+	struct relay_reply	 rr;
+	char			 rcpt[SMTP_PATH_MAX + 1], *params;
+	int			 rc;
 
 	rc = parse_path_arg(arg, "TO:", 0, rcpt, sizeof(rcpt), &params);
 	switch (rc) {
@@ -874,12 +918,16 @@ cmd_rcpt(struct session *s, char *arg)
 		reply(s, 452, "4.5.3 Too many recipients");
 		return;
 	}
+	if (s->backend->rcpt(s->cf, rcpt, &rr) == -1) {
+		backend_refused(s, &rr);
+		return;
+	}
 	s->env.rcpts = reallocarray(s->env.rcpts, s->env.nrcpts + 1,
 	    sizeof(*s->env.rcpts));
 	if (s->env.rcpts == NULL)
 		fatal("reallocarray");
 	s->env.rcpts[s->env.nrcpts++] = xstrdup(rcpt);
-	reply(s, 250, "2.1.5 Ok");
+	reply(s, rr.code, "%s", rr.text);
 }
 
 /* ---- DATA ---- */

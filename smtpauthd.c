@@ -237,7 +237,8 @@ usage(void)
 	fprintf(stderr, "usage: smtpauthd [-dtTV] [-f file] [-o key=value]...\n"
 	    "       smtpauthd -H\n"
 	    "       smtpauthd [-f file] [-o key=value]... -S list | "
-	    "unblock ADDRESS|PREFIX|USER\n");
+	    "unblock ADDRESS|PREFIX|USER |\n"
+	    "           suspend LOGIN [REASON] | unsuspend LOGIN\n");
 	exit(64);
 }
 
@@ -349,7 +350,8 @@ main(int argc, char *argv[])
 {
 	struct config	 cf;
 	const char	*conf_path = DEFAULT_CONF, *options[MAX_OPTIONS];
-	char		*admin[2] = { NULL, NULL };
+	char		*admin[3] = { NULL, NULL, NULL };
+	int		 nadmin = 1;
 	size_t		 noptions = 0, i;
 	int		 ch, debug = 0, test = 0, dump = 0, hash = 0, named = 0;
 	int		 rc;
@@ -404,9 +406,13 @@ main(int argc, char *argv[])
 			usage();
 		}
 	}
-	/* -S unblock takes what to unblock after the options. */
-	if (admin[0] != NULL && optind + 1 == argc)
-		admin[1] = argv[optind++];
+	/*
+	 * -S unblock takes what to unblock after the options; suspend, the
+	 * login and the reason (one argument: quote it).
+	 */
+	for (nadmin = 1; admin[0] != NULL && optind < argc && nadmin < 3;
+	    nadmin++)
+		admin[nadmin] = argv[optind++];
 	if (optind != argc || (admin[0] != NULL && (test || dump || hash)))
 		usage();
 	if (hash)
@@ -427,7 +433,7 @@ main(int argc, char *argv[])
 		for (i = 0; i < cf.nerrors; i++)
 			fprintf(stderr, "smtpauthd: %s\n", cf.errors[i]);
 		rc = cf.nerrors != 0 ? EX_CONFIG_ : limits_admin(&cf,
-		    admin[1] != NULL ? 2 : 1, admin);
+		    nadmin, admin);
 	} else if (dump) {
 		for (i = 0; i < cf.nerrors; i++)
 			fprintf(stderr, "smtpauthd: %s\n", cf.errors[i]);

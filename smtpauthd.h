@@ -70,6 +70,14 @@ struct rate {
 	uint64_t	 window;
 };
 
+/* Limits that all hold ("200/1h, 1000/1d"); n 0 is none. */
+#define RATES_MAX	4
+#define RATE_COUNT_MAX	10000000
+struct rates {
+	struct rate	 r[RATES_MAX];
+	size_t		 n;
+};
+
 struct config {
 	char		*hostname;
 	enum auth_backend auth;
@@ -104,6 +112,9 @@ struct config {
 	struct rate	 auth_limit_user;
 	uint64_t	 auth_known_ip_time;
 	char		*auth_limit_exempt;	/* prefixes; NULL: none */
+	struct rates	 user_recipient_limit;
+	struct rates	 user_message_limit;
+	char		*limits_map;		/* NULL: none */
 	int		 hostname_looked_up;	/* the default came from DNS */
 
 	/* Problems found while loading; reported by -t or at connection. */
@@ -122,6 +133,8 @@ int	 conf_check(struct config *, FILE *);
 void	 conf_error(struct config *, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 void	 conf_free(struct config *);
+int	 conf_parse_rates(const char *, uint64_t max, struct rates *);
+void	 conf_print_rates(const struct rates *, char *out, size_t size);
 
 /* ---- logging and small helpers (smtpauthd.c) ---- */
 
@@ -267,15 +280,21 @@ struct envelope {
 };
 
 /*
- * What the session asks of the privileged side: check a password, hand
- * over a message.  The two seams of DESIGN.md, as calls the session makes
- * without knowing who answers (directly, a monitor process, a test fake).
+ * What the session asks of the privileged side: check a password, approve
+ * a sender and each recipient, hand over a message.  The seams of
+ * DESIGN.md, as calls the session makes without knowing who answers
+ * (directly, a monitor process, a test fake).  mail, rcpt and submit
+ * return 0 with a 250 in the reply, -1 with the refusal to give.
  */
 struct backend {
 	int	(*auth)(const struct config *, const char *mech,
 		    const char *user, const char *pass, const char *peer,
 		    const char *tls, char *canon, size_t canonsize,
 		    const char **reason);
+	int	(*mail)(const struct config *, const char *sender,
+		    struct relay_reply *);
+	int	(*rcpt)(const struct config *, const char *rcpt,
+		    struct relay_reply *);
 	int	(*submit)(const struct config *, const struct envelope *,
 		    int spool_fd, const char *user, const char *queue_id,
 		    struct relay_reply *);
@@ -284,6 +303,10 @@ struct backend {
 
 int	 smtp_session(const struct config *, struct io *, const char *peer,
 	    struct ssl_ctx_st *starttls_ctx, const struct backend *);
+int	 smtp_any_sender(const struct config *, const char *sender,
+	    struct relay_reply *);
+int	 smtp_any_rcpt(const struct config *, const char *rcpt,
+	    struct relay_reply *);
 
 /* ---- authentication (auth.c) ---- */
 
@@ -307,6 +330,8 @@ int	 auth_check(const struct config *, const char *mech, const char *user,
 	    const char *pass,
 	    const char *peer, char *canon, size_t canonsize,
 	    const char **reason);
+int	 auth_account(const struct config *, const char *user,
+	    const char *peer, const char **reason);
 int	 auth_hash_password(FILE *in, FILE *out);
 int64_t	 auth_failure_deadline(const struct config *, int64_t start_ms);
 void	 auth_log_result(int result, const char *user, const char *mech,
@@ -331,6 +356,7 @@ struct auth_bounds {
 };
 
 void	 auth_catch_stops(void);
+/* pass NULL: auth_account() instead of auth_check(). */
 int	 auth_bounded(const struct auth_bounds *, const char *mech,
 	    const char *user, const char *pass, char *canon, size_t canonsize,
 	    const char **reason);
@@ -382,7 +408,35 @@ void	 limits_after_auth(struct limits *, int result, const char *user);
 int	 limits_admin(const struct config *, int argc, char *const argv[]);
 int	 limits_check_store(const struct config *, char *err, size_t errsize);
 
-/* ---- privilege separation (privsep.c) ---- */
+/* ---- sending limits and suspension, per login (sending.c) ---- */
+struct state;
+struct sending {
+	const struct config	*cf;
+	const char		*peer;
+	char			 login[AUTH_USER_MAX + 1];
+	struct rates		 rcpt;		/* this login's, limits-map's */
+	struct rates		 msg;
+	int			 unlimited;	/* limits-map says so */
+	int			 off;		/* state none */
+	int			 failed;	/* the store failed: fail open */
+	int			 reserved;	/* a message counted, not settled */
+};
+void	 sending_init(struct sending *, const struct config *,
+	    const char *peer, const char *login);
+int	 sending_mail(struct sending *, struct relay_reply *);
+int	 sending_rcpt(struct sending *, size_t approved, struct relay_reply *);
+int	 sending_reserve(struct sending *, const char *queue_id,
+	    size_t nrcpts, struct relay_reply *);
+void	 sending_settle(struct sending *, const char *queue_id,
+	    int delivered);
+int	 sending_suspend(const struct config *, struct state *,
+	    const char *login, const char *reason);
+int	 sending_unsuspend(const struct config *, struct state *,
+	    const char *login);
+int	 sending_list_key(const struct config *, struct state *, int64_t now,
+	    const char *key);
+
+/* ---- privilege separation (privsep.c, monitor.c, sandbox.c) ---- */
 
 struct passwd;
 
@@ -394,7 +448,12 @@ typedef void (*session_main_fn)(const struct config *, struct io *,
 	    const char *peer, struct ssl_ctx_st *starttls_ctx,
 	    struct ssl_ctx_st *implicit_ctx, int channel);
 
+void	 sandbox_confine(const struct config *, const struct passwd *,
+	    pid_t monitor_pid);
+int	 sandbox_check_dir(const char *);
 const char *privsep_user_problem(const struct passwd *);
+int	 monitor_run(const struct config *, const char *peer, pid_t session,
+	    int channel, int spool);
 void	 refuse_connection(const struct config *, const char *peer,
 	    const char *why, const char *reason);
 int	 privsep_run(const struct config *, struct io *, const char *peer,

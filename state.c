@@ -25,6 +25,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -144,6 +145,24 @@ state_mark(struct state *st, const char *key, const char *member,
 }
 
 int
+state_add(struct state *st, const char *key, const char *member,
+    int64_t now, uint64_t ttl, uint64_t weight)
+{
+	if (!key_valid(key) || !key_valid(member) || weight == 0)
+		return STATE_CONFIG;
+	return st->backend->add(st, key, member, now, ttl, weight);
+}
+
+int
+state_latest(struct state *st, const char *key, int64_t now, char *member,
+    size_t size, int64_t *marked, int *found)
+{
+	if (!key_valid(key) || size == 0)
+		return STATE_CONFIG;
+	return st->backend->latest(st, key, now, member, size, marked, found);
+}
+
+int
 state_unmark(struct state *st, const char *key, const char *member)
 {
 	if (!key_valid(key) || !key_valid(member))
@@ -187,6 +206,35 @@ int
 state_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
 {
 	return st->backend->keys(st, now, fn, arg);
+}
+
+/*
+ * "user:alice": KIND, then the name in lower case (a guesser gains
+ * nothing from ALICE), as it is when made of the usual characters, else
+ * '#' and the name in hex.
+ */
+void
+state_name_key(const char *kind, const char *name, char *key, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t		 i, n, plain;
+
+	n = (size_t)snprintf(key, size, "%s:", kind);
+	plain = strspn(name, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@+=-");
+	if (name[plain] != '\0' && n + 1 < size)
+		key[n++] = '#';
+	for (i = 0; name[i] != '\0' && n + 2 < size; i++) {
+		unsigned char c = (unsigned char)name[i];
+
+		if (name[plain] == '\0')
+			key[n++] = (char)tolower(c);
+		else {
+			key[n++] = hex[c >> 4];
+			key[n++] = hex[c & 15];
+		}
+	}
+	key[n] = '\0';
 }
 
 /* ---- the keyed hash ---- */

@@ -18,6 +18,9 @@
 
 enum state_status { STATE_OK = 0, STATE_RETRY = -1, STATE_CONFIG = -2 };
 
+/* The expiry of what is kept until an administrator removes it. */
+#define STATE_FOREVER		INT64_MAX
+
 struct state;
 typedef int (*state_key_fn)(void *arg, const char *key);
 
@@ -33,10 +36,22 @@ struct state_backend {
 	int	(*mark)(struct state *, const char *key, const char *member,
 		    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count,
 		    int *added);
+	/*
+	 * Member with a weight until now + ttl (0: for ever), replacing
+	 * what it was.
+	 */
+	int	(*add)(struct state *, const char *key, const char *member,
+		    int64_t now, uint64_t ttl, uint64_t weight);
 	int	(*unmark)(struct state *, const char *key, const char *member);
-	/* Members alive at now; until: when fewer than limit will be. */
+	/*
+	 * The weights of the members alive at now (mark's weigh 1); until:
+	 * when less than limit will be.
+	 */
 	int	(*count)(struct state *, const char *key, int64_t now,
 		    uint64_t limit, uint64_t *count, int64_t *until);
+	/* The member marked last, and when. */
+	int	(*latest)(struct state *, const char *key, int64_t now,
+		    char *member, size_t size, int64_t *marked, int *found);
 	int	(*has)(struct state *, const char *key, const char *member,
 		    int64_t now, int *yes);
 	int	(*forget)(struct state *, const char *key, uint64_t *removed);
@@ -63,7 +78,11 @@ const char *state_error(const struct state *);
 int	 state_mark(struct state *, const char *key, const char *member,
 	    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count,
 	    int *added);
+int	 state_add(struct state *, const char *key, const char *member,
+	    int64_t now, uint64_t ttl, uint64_t weight);
 int	 state_unmark(struct state *, const char *key, const char *member);
+int	 state_latest(struct state *, const char *key, int64_t now,
+	    char *member, size_t size, int64_t *marked, int *found);
 int	 state_verify(struct state *);
 int	 state_count(struct state *, const char *key, int64_t now,
 	    uint64_t limit, uint64_t *count, int64_t *until);
@@ -71,6 +90,8 @@ int	 state_has(struct state *, const char *key, const char *member,
 	    int64_t now, int *yes);
 int	 state_forget(struct state *, const char *key, uint64_t *removed);
 int	 state_keys(struct state *, int64_t now, state_key_fn, void *arg);
+void	 state_name_key(const char *kind, const char *name, char *key,
+	    size_t size);
 int	 state_load_secret(struct state *, const char *path, char *err,
 	    size_t errsize);
 void	 state_digest(const struct state *, const char *a, const char *b,

@@ -39,19 +39,23 @@
 
 /*
  * marked: when a member was last added or renewed, by which the oldest go
- * first past the bound; expires: when it is forgotten.  Another layout
+ * first past the bound; expires: when it is forgotten (STATE_FOREVER:
+ * never, and never pushed out by the bound either: only an
+ * administrator's -S makes such members); weight: how much the member
+ * counts (a message's recipients are one member).  Another layout
  * (user_version) is dropped and made anew: it holds only counts that
  * expire anyway.
  */
-#define SCHEMA_VERSION	2
+#define SCHEMA_VERSION	3
 static const char schema[] =
     "DROP TABLE IF EXISTS marks;"
     "CREATE TABLE marks ("
     " key TEXT NOT NULL, member TEXT NOT NULL, expires INTEGER NOT NULL,"
-    " marked INTEGER NOT NULL, UNIQUE (key, member));"
+    " marked INTEGER NOT NULL, weight INTEGER NOT NULL DEFAULT 1,"
+    " UNIQUE (key, member));"
     "CREATE INDEX marks_expires ON marks (expires);"
     "CREATE INDEX marks_marked ON marks (marked);"
-    "PRAGMA user_version = 2;";
+    "PRAGMA user_version = 3;";
 
 static int
 sqlite_check(const char *path, const char **why)
@@ -159,6 +163,8 @@ exec_sql(struct state *st, const char *sql)
 
 static int	run(struct state *, const char *, const char *, const char *,
 		    int64_t, int64_t, int64_t *);
+static int	run_ints(struct state *, const char *, const char *,
+		    const char *, const int64_t *, size_t, int64_t *);
 
 static int
 setup(struct state *st)
@@ -235,10 +241,11 @@ sqlite_close(struct state *st)
  * row goes to *result when it is asked for.
  */
 static int
-run(struct state *st, const char *sql, const char *t1, const char *t2,
-    int64_t i1, int64_t i2, int64_t *result)
+run_ints(struct state *st, const char *sql, const char *t1, const char *t2,
+    const int64_t *ints, size_t nints, int64_t *result)
 {
 	sqlite3_stmt	*stmt;
+	size_t		 i;
 	int		 rc, n = 1;
 
 	if (sqlite3_prepare_v2(db(st), sql, -1, &stmt, NULL) != SQLITE_OK)
@@ -247,10 +254,8 @@ run(struct state *st, const char *sql, const char *t1, const char *t2,
 		sqlite3_bind_text(stmt, n++, t1, -1, SQLITE_STATIC);
 	if (t2 != NULL)
 		sqlite3_bind_text(stmt, n++, t2, -1, SQLITE_STATIC);
-	if (sqlite3_bind_parameter_count(stmt) >= n)
-		sqlite3_bind_int64(stmt, n++, i1);
-	if (sqlite3_bind_parameter_count(stmt) >= n)
-		sqlite3_bind_int64(stmt, n, i2);
+	for (i = 0; i < nints && sqlite3_bind_parameter_count(stmt) >= n; i++)
+		sqlite3_bind_int64(stmt, n++, ints[i]);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
 		if (result != NULL)
 			*result = sqlite3_column_int64(stmt, 0);
@@ -258,6 +263,15 @@ run(struct state *st, const char *sql, const char *t1, const char *t2,
 	if (rc != SQLITE_DONE)
 		return failed(st, "sqlite");
 	return STATE_OK;
+}
+
+static int
+run(struct state *st, const char *sql, const char *t1, const char *t2,
+    int64_t i1, int64_t i2, int64_t *result)
+{
+	const int64_t ints[2] = { i1, i2 };
+
+	return run_ints(st, sql, t1, t2, ints, 2, result);
 }
 
 static int
@@ -281,8 +295,8 @@ trim(struct state *st, int64_t now)
 	if (rows <= STATE_ROWS_MAX)
 		return STATE_OK;
 	return run(st, "DELETE FROM marks WHERE rowid IN (SELECT rowid FROM "
-	    "marks ORDER BY marked LIMIT ?1)", NULL, NULL,
-	    rows - STATE_ROWS_MAX, 0, NULL);
+	    "marks WHERE expires < ?2 ORDER BY marked LIMIT ?1)", NULL, NULL,
+	    rows - STATE_ROWS_MAX, STATE_FOREVER, NULL);
 }
 
 /*
@@ -326,6 +340,68 @@ sqlite_mark(struct state *st, const char *key, const char *member,
 	if (exec_sql(st, "COMMIT") != STATE_OK)
 		return rollback(st);
 	*count = (uint64_t)n;
+	return STATE_OK;
+}
+
+/*
+ * Member with its weight, until now + ttl (STATE_FOREVER when ttl is 0),
+ * whether it was there or not; one transaction, trimming as mark does.
+ */
+static int
+sqlite_add(struct state *st, const char *key, const char *member,
+    int64_t now, uint64_t ttl, uint64_t weight)
+{
+	int64_t	 ints[3];
+
+	if (ttl > INT32_MAX)
+		ttl = INT32_MAX;
+	if (weight > INT32_MAX)
+		weight = INT32_MAX;
+	ints[0] = ttl == 0 ? STATE_FOREVER : now + (int64_t)ttl;
+	ints[1] = now;
+	ints[2] = (int64_t)weight;
+	if (exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
+		return STATE_RETRY;
+	if (run(st, "DELETE FROM marks WHERE key = ?1 AND expires <= ?2",
+	    key, NULL, now, 0, NULL) != STATE_OK ||
+	    run_ints(st, "INSERT INTO marks (key, member, expires, marked, "
+	    "weight) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key, member) DO "
+	    "UPDATE SET expires = ?3, marked = ?4, weight = ?5", key, member,
+	    ints, 3, NULL) != STATE_OK)
+		return rollback(st);
+	if (sqlite3_last_insert_rowid(db(st)) % TRIM_EVERY == 0 &&
+	    trim(st, now) != STATE_OK)
+		return rollback(st);
+	if (exec_sql(st, "COMMIT") != STATE_OK)
+		return rollback(st);
+	return STATE_OK;
+}
+
+/* The most recently marked member alive, with when it was marked. */
+static int
+sqlite_latest(struct state *st, const char *key, int64_t now, char *member,
+    size_t size, int64_t *marked, int *found)
+{
+	sqlite3_stmt	*stmt;
+	int		 rc;
+
+	*found = 0;
+	if (sqlite3_prepare_v2(db(st), "SELECT member, marked FROM marks "
+	    "WHERE key = ?1 AND expires > ?2 ORDER BY marked DESC, rowid DESC "
+	    "LIMIT 1", -1, &stmt, NULL) != SQLITE_OK)
+		return failed(st, "sqlite");
+	sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 2, now);
+	if ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const unsigned char *m = sqlite3_column_text(stmt, 0);
+
+		snprintf(member, size, "%s", m != NULL ? (const char *)m : "");
+		*marked = sqlite3_column_int64(stmt, 1);
+		*found = 1;
+	}
+	sqlite3_finalize(stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return failed(st, "sqlite");
 	return STATE_OK;
 }
 
@@ -375,8 +451,8 @@ sqlite_count(struct state *st, const char *key, int64_t now, uint64_t limit,
 {
 	int64_t n = 0, t = 0;
 
-	if (run(st, "SELECT count(*) FROM marks WHERE key = ?1 AND "
-	    "expires > ?2", key, NULL, now, 0, &n) != STATE_OK)
+	if (run(st, "SELECT coalesce(sum(weight), 0) FROM marks WHERE "
+	    "key = ?1 AND expires > ?2", key, NULL, now, 0, &n) != STATE_OK)
 		return STATE_RETRY;
 	*count = (uint64_t)n;
 	if (until == NULL)
@@ -386,10 +462,14 @@ sqlite_count(struct state *st, const char *key, int64_t now, uint64_t limit,
 		return STATE_OK;
 	if (limit > INT32_MAX)
 		limit = INT32_MAX;
-	/* The limit-th newest: when it goes, fewer than limit are left. */
-	if (run(st, "SELECT expires FROM marks WHERE key = ?1 AND "
-	    "expires > ?2 ORDER BY expires DESC LIMIT 1 OFFSET ?3", key, NULL,
-	    now, (int64_t)limit - 1, &t) != STATE_OK)
+	/*
+	 * Newest first, the member that brings the sum to the limit: when
+	 * it goes, less than the limit is left.
+	 */
+	if (run(st, "SELECT expires FROM (SELECT expires, sum(weight) OVER "
+	    "(ORDER BY expires DESC, rowid DESC ROWS UNBOUNDED PRECEDING) AS "
+	    "total FROM marks WHERE key = ?1 AND expires > ?2) WHERE total >= "
+	    "?3 LIMIT 1", key, NULL, now, (int64_t)limit, &t) != STATE_OK)
 		return STATE_RETRY;
 	*until = t;
 	return STATE_OK;
@@ -442,7 +522,7 @@ sqlite_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
 }
 
 const struct state_backend state_sqlite_backend = {
-	"sqlite", sqlite_check, sqlite_open, sqlite_mark, sqlite_unmark,
-	sqlite_count, sqlite_has, sqlite_forget, sqlite_keys, sqlite_verify,
-	sqlite_close
+	"sqlite", sqlite_check, sqlite_open, sqlite_mark, sqlite_add,
+	sqlite_unmark, sqlite_count, sqlite_latest, sqlite_has, sqlite_forget,
+	sqlite_keys, sqlite_verify, sqlite_close
 };

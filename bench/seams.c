@@ -89,7 +89,8 @@ __wrap_privsep_run(const struct config *cf, struct io *io, const char *peer,
     struct ssl_ctx_st *starttls_ctx, struct ssl_ctx_st *implicit_ctx)
 {
 	static const struct backend direct = {
-		single_auth, relay_submit, spool_open
+		single_auth, smtp_any_sender, smtp_any_rcpt, relay_submit,
+		spool_open
 	};
 	struct ssl_st *ssl;
 

@@ -30,6 +30,7 @@ import ctypes
 import glob
 import grp
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -505,6 +506,9 @@ def check_died(env, c, session, sig, spool_held_before):
     assert wait_gone(session)
     line = "session ip=%s: killed by signal %d" % (PEER, sig)
     assert line in c.log, c.log
+    # The session's own disconnect line never came: the monitor's did.
+    assert re.search(r"disconnect ip=%s user=\S+ reason=killed commands=- "
+                     r"messages=0$" % re.escape(PEER), c.log, re.M), c.log
     assert REFUSED not in c.log
     # The check below is worth something: while it lived, the monitor held
     # the (unlinked) spool file.
@@ -720,9 +724,9 @@ def auth_pkt(user, password, mech=1, tls="none"):
         password + tls
 
 
-def submit_pkt(sender, nrcpts, qid=GOOD_ID):
+def mail_pkt(sender):
     sender = b(sender)
-    return u32(2) + qid + u32(nrcpts, len(sender)) + sender
+    return u32(6, len(sender)) + sender
 
 
 def rcpt_pkt(addr):
@@ -730,11 +734,25 @@ def rcpt_pkt(addr):
     return u32(3, len(addr)) + addr
 
 
+def submit_pkt(qid=GOOD_ID):
+    return u32(2) + qid
+
+
+def envelope(sender, *rcpts, qid=GOOD_ID):
+    """MAIL, each RCPT and SUBMIT, each followed by its reply."""
+    steps = [mail_pkt(sender), RECV]
+    for r in rcpts:
+        steps += [rcpt_pkt(r), RECV]
+    return steps + [submit_pkt(qid), RECV]
+
+
 SPOOL = u32(5)
 AUTH_OK = auth_pkt("alice", USERS["alice"])
 AUTH_BAD = auth_pkt("alice", "Not-The-Password")
-SUBMIT1 = submit_pkt("alice@example.org", 1)
+MAIL1 = mail_pkt("alice@example.org")
 RCPT1 = rcpt_pkt("rcpt@example.net")
+SUBMIT1 = submit_pkt()
+MESSAGE1 = envelope("alice@example.org", "rcpt@example.net")
 
 
 def auth_reply(pkt):
@@ -744,11 +762,23 @@ def auth_reply(pkt):
     return result, pkt[16 + rlen:].decode()
 
 
-def submit_reply(pkt):
-    assert pkt is not None, "no SUBMIT reply"
+def code_reply(pkt, want_type):
+    assert pkt is not None, "no reply"
     typ, code, tlen = struct.unpack("=3I", pkt[:12])
-    assert typ == 2 and len(pkt) == 12 + tlen, pkt
+    assert typ == want_type and len(pkt) == 12 + tlen, pkt
     return code, pkt[12:].decode()
+
+
+def submit_reply(pkt):
+    return code_reply(pkt, 2)
+
+
+def mail_reply(pkt):
+    return code_reply(pkt, 6)
+
+
+def rcpt_reply(pkt):
+    return code_reply(pkt, 3)
 
 
 class ProbeResult:
@@ -814,15 +844,18 @@ def assert_refused(env, r, why):
 
 
 def test_probe_well_formed(env, probe_bin):
-    """AUTH, then SUBMIT with its RCPTs: the monitor runs sendmail once and
-    answers 250.  (What makes the refusals below mean something.)"""
-    r = probe(env, probe_bin, [AUTH_OK, RECV,
-                               submit_pkt("alice@example.org", 2),
-                               rcpt_pkt("r1@example.net"),
-                               rcpt_pkt("r2@example.net"), RECV])
+    """AUTH, MAIL, two RCPTs, SUBMIT: each approved, the monitor runs
+    sendmail once with the envelope it approved and answers 250.  (What
+    makes the refusals below mean something.)"""
+    r = probe(env, probe_bin, [AUTH_OK, RECV] +
+              envelope("alice@example.org", "r1@example.net",
+                       "r2@example.net"))
     assert r.status == 0, r
     assert auth_reply(r.replies[0]) == (0, "alice"), r
-    code, text = submit_reply(r.replies[1])
+    assert mail_reply(r.replies[1]) == (250, "2.1.0 Ok"), r
+    assert rcpt_reply(r.replies[2]) == (250, "2.1.5 Ok"), r
+    assert rcpt_reply(r.replies[3]) == (250, "2.1.5 Ok"), r
+    code, text = submit_reply(r.replies[4])
     assert code == 250 and text.startswith("2.0.0 ") and \
         text.endswith(GOOD_ID.decode()), r
     call = env.one_call()
@@ -857,47 +890,63 @@ def test_probe_monitor_logs_each_auth(env, probe_bin):
 def test_probe_limits_inclusive(env, probe_bin):
     """max-auth-failures requests, the last one right, and max-recipients
     recipients, the null sender: all accepted."""
-    r = probe(env, probe_bin, [AUTH_BAD, RECV, AUTH_OK, RECV,
-                               submit_pkt("", 3)] +
-              [rcpt_pkt("r%d@example.net" % i) for i in range(3)] + [RECV],
+    r = probe(env, probe_bin, [AUTH_BAD, RECV, AUTH_OK, RECV] +
+              envelope("", *["r%d@example.net" % i for i in range(3)]),
               max_auth_failures=2, max_recipients=3)
     assert r.status == 0, r
     assert auth_reply(r.replies[0])[0] == 1, r      # AUTH_FAIL
     assert auth_reply(r.replies[1]) == (0, "alice"), r
-    assert submit_reply(r.replies[2])[0] == 250, r
+    assert submit_reply(r.replies[-1])[0] == 250, r
     call = env.one_call()
     assert call.argv == [env.sendmail, "-i", "-f", "<>", "--",
                          "r0@example.net", "r1@example.net", "r2@example.net"]
 
 
 def test_probe_two_messages(env, probe_bin):
-    """Two SUBMITs after one AUTH are allowed (RSET, a second message)."""
-    r = probe(env, probe_bin, [AUTH_OK, RECV, SUBMIT1, RCPT1, RECV,
-                               submit_pkt("alice@example.org", 1,
-                                          b"FEDCBA9876543210"), RCPT1, RECV])
+    """Two messages after one AUTH are allowed, each its own envelope."""
+    r = probe(env, probe_bin, [AUTH_OK, RECV] + MESSAGE1 +
+              envelope("alice@example.org", "two@example.net",
+                       qid=b"FEDCBA9876543210"))
     assert r.status == 0, r
-    assert [submit_reply(p)[0] for p in r.replies[1:]] == [250, 250], r
-    assert len(env.calls()) == 2
+    assert [submit_reply(r.replies[i])[0] for i in (3, 6)] == [250, 250], r
+    calls = env.calls()
+    assert [c.argv[-1] for c in calls] == ["rcpt@example.net",
+                                           "two@example.net"], calls
+
+
+def test_probe_submit_delivers_what_was_approved(env, probe_bin):
+    """A new MAIL starts over: the recipients of the abandoned
+    transaction are not delivered, and a SUBMIT delivers the envelope
+    once - the next needs a MAIL again."""
+    r = probe(env, probe_bin, [AUTH_OK, RECV, MAIL1, RECV,
+                               rcpt_pkt("old@example.net"), RECV] +
+              envelope("", "new@example.net") + [SUBMIT1, RECV])
+    assert r.status == EX_SOFTWARE, r
+    call = env.one_call()
+    assert call.argv == [env.sendmail, "-i", "-f", "<>", "--",
+                         "new@example.net"]
+    assert REFUSED + "SUBMIT without an approved MAIL; closing" in r.log
 
 
 def test_probe_spool(env, probe_bin):
     """SPOOL after AUTH: a file each time (the descriptor itself is
     dropped by the probe's recv()); a SUBMIT still works after it."""
-    r = probe(env, probe_bin, [AUTH_OK, RECV, SPOOL, RECV, SPOOL, RECV,
-                               SUBMIT1, RCPT1, RECV])
+    r = probe(env, probe_bin, [AUTH_OK, RECV, SPOOL, RECV, SPOOL, RECV] +
+              MESSAGE1)
     assert r.status == 0, r
     assert r.replies[1] == u32(5, 0) and r.replies[2] == u32(5, 0), r
-    assert submit_reply(r.replies[3])[0] == 250, r
+    assert submit_reply(r.replies[-1])[0] == 250, r
     assert REFUSED not in r.log
 
 
 LONG = "a" * 300
 REFUSALS = {
     # order
-    "submit-before-auth": ([SUBMIT1, RCPT1, RECV],
-                           "SUBMIT before a successful AUTH"),
-    "submit-after-failed-auth": ([AUTH_BAD, RECV, SUBMIT1, RCPT1, RECV],
-                                 "SUBMIT before a successful AUTH"),
+    "mail-before-auth": ([MAIL1, RECV], "MAIL before a successful AUTH"),
+    "rcpt-before-auth": ([RCPT1, RECV], "RCPT before a successful AUTH"),
+    "submit-before-auth": ([SUBMIT1, RECV], "SUBMIT before a successful AUTH"),
+    "submit-after-failed-auth": ([AUTH_BAD, RECV, MAIL1, RECV],
+                                 "MAIL before a successful AUTH"),
     "second-auth": ([AUTH_OK, RECV, AUTH_OK, RECV],
                     "AUTH after a successful AUTH"),
     "second-auth-other-user": ([AUTH_OK, RECV, auth_pkt("bob", USERS["bob"]),
@@ -907,21 +956,19 @@ REFUSALS = {
     "too-many-auth-right-password": ([AUTH_BAD, RECV, AUTH_BAD, RECV,
                                       AUTH_OK, RECV],
                                      "more AUTH requests than max-auth-failures"),
-    "rcpt-outside-submit": ([AUTH_OK, RECV, RCPT1, RECV], "unknown request"),
+    "rcpt-without-mail": ([AUTH_OK, RECV, RCPT1, RECV],
+                          "RCPT without an approved MAIL"),
+    "submit-without-mail": ([AUTH_OK, RECV, SUBMIT1, RECV],
+                            "SUBMIT without an approved MAIL"),
+    "submit-without-rcpt": ([AUTH_OK, RECV, MAIL1, RECV, SUBMIT1, RECV],
+                            "SUBMIT without an approved RCPT"),
     "spool-before-auth": ([SPOOL, RECV], "SPOOL before a successful AUTH"),
     "spool-after-failed-auth": ([AUTH_BAD, RECV, SPOOL, RECV],
                                 "SPOOL before a successful AUTH"),
     "spool-trailing-bytes": ([AUTH_OK, RECV, SPOOL + b"x", RECV],
                              "malformed SPOOL"),
-    "spool-among-rcpts": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 2),
-                           RCPT1, SPOOL, RECV],
-                          "SUBMIT without its recipients"),
-    "auth-among-rcpts": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 2),
-                          RCPT1, AUTH_OK, RECV],
-                         "SUBMIT without its recipients"),
-    "submit-cut-short": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 2),
-                          RCPT1], "SUBMIT cut short"),
-    "submit-no-rcpt-then-close": ([AUTH_OK, RECV, SUBMIT1], "SUBMIT cut short"),
+    "auth-in-transaction": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1, RECV,
+                             AUTH_OK, RECV], "AUTH after a successful AUTH"),
     # sizes
     "user-300": ([auth_pkt(LONG, "pw")], "malformed AUTH"),
     "password-1025": ([auth_pkt("alice", "p" * 1025)], "malformed AUTH"),
@@ -948,65 +995,71 @@ REFUSALS = {
                         "malformed AUTH"),
     "bad-mechanism": ([auth_pkt("alice", USERS["alice"], mech=3)],
                       "malformed AUTH"),
-    "sender-300": ([AUTH_OK, RECV, submit_pkt(LONG + "@example.org", 1), RCPT1],
-                   "malformed SUBMIT"),
-    "slen-beyond-packet": ([AUTH_OK, RECV,
-                            u32(2) + GOOD_ID + u32(1, 40) + b"a@b.example",
-                            RCPT1], "malformed SUBMIT"),
-    "rcpt-300": ([AUTH_OK, RECV, SUBMIT1, rcpt_pkt(LONG + "@example.net")],
-                 "SUBMIT with an unsafe recipient"),
-    "rlen-beyond-packet": ([AUTH_OK, RECV, SUBMIT1,
-                            u32(3, 99) + b"rcpt@example.net"],
-                           "SUBMIT with an unsafe recipient"),
-    "rcpt-trailing-bytes": ([AUTH_OK, RECV, SUBMIT1, RCPT1 + b"\0"],
-                            "SUBMIT with an unsafe recipient"),
-    "bad-queue-id": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 1,
-                                                b"../../etc/passwd"), RCPT1],
+    "sender-300": ([AUTH_OK, RECV, mail_pkt(LONG + "@example.org"), RECV],
+                   "malformed MAIL"),
+    "slen-beyond-packet": ([AUTH_OK, RECV, u32(6, 40) + b"a@b.example", RECV],
+                           "malformed MAIL"),
+    "slen-huge": ([AUTH_OK, RECV, u32(6, 0xfffffffc) + b"a@b.example", RECV],
+                  "malformed MAIL"),
+    "mail-trailing-bytes": ([AUTH_OK, RECV, MAIL1 + b"\0", RECV],
+                            "malformed MAIL"),
+    "nul-in-sender": ([AUTH_OK, RECV, mail_pkt("a\0@example.org"), RECV],
+                      "malformed MAIL"),
+    "rcpt-300": ([AUTH_OK, RECV, MAIL1, RECV,
+                  rcpt_pkt(LONG + "@example.net"), RECV], "malformed RCPT"),
+    "rlen-beyond-packet": ([AUTH_OK, RECV, MAIL1, RECV,
+                            u32(3, 99) + b"rcpt@example.net", RECV],
+                           "malformed RCPT"),
+    "rcpt-trailing-bytes": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1 + b"\0", RECV],
+                            "malformed RCPT"),
+    "bad-queue-id": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1, RECV,
+                      submit_pkt(b"../../etc/passwd"), RECV],
                      "malformed SUBMIT"),
-    "lowercase-queue-id": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 1,
-                                                      b"0123456789abcdef"),
-                            RCPT1], "malformed SUBMIT"),
+    "lowercase-queue-id": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1, RECV,
+                            submit_pkt(b"0123456789abcdef"), RECV],
+                           "malformed SUBMIT"),
+    "submit-with-envelope": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1, RECV,
+                              SUBMIT1 + u32(1, 3) + b"a@b", RECV],
+                             "malformed SUBMIT"),
     # addresses
-    "sender-dash": ([AUTH_OK, RECV, submit_pkt("-oQ/tmp@example.org", 1),
-                     RCPT1, RECV], "SUBMIT with an unsafe sender"),
-    "sender-dash-bare": ([AUTH_OK, RECV, submit_pkt("-bs", 1), RCPT1, RECV],
-                         "SUBMIT with an unsafe sender"),
-    "rcpt-dash": ([AUTH_OK, RECV, SUBMIT1, rcpt_pkt("-oi@example.net"), RECV],
-                  "SUBMIT with an unsafe recipient"),
-    "second-rcpt-dash": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 2),
-                          RCPT1, rcpt_pkt("-X/tmp/log@example.net"), RECV],
-                         "SUBMIT with an unsafe recipient"),
-    "rcpt-empty": ([AUTH_OK, RECV, SUBMIT1, rcpt_pkt(""), RECV],
-                   "SUBMIT with an unsafe recipient"),
-    "rcpt-newline": ([AUTH_OK, RECV, SUBMIT1,
+    "sender-dash": ([AUTH_OK, RECV, mail_pkt("-oQ/tmp@example.org"), RECV],
+                    "MAIL with an unsafe sender"),
+    "sender-dash-bare": ([AUTH_OK, RECV, mail_pkt("-bs"), RECV],
+                         "MAIL with an unsafe sender"),
+    "sender-no-at": ([AUTH_OK, RECV, mail_pkt("postmaster"), RECV],
+                     "MAIL with an unsafe sender"),
+    "rcpt-dash": ([AUTH_OK, RECV, MAIL1, RECV, rcpt_pkt("-oi@example.net"),
+                   RECV], "RCPT with an unsafe recipient"),
+    "second-rcpt-dash": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1, RECV,
+                          rcpt_pkt("-X/tmp/log@example.net"), RECV],
+                         "RCPT with an unsafe recipient"),
+    "rcpt-empty": ([AUTH_OK, RECV, MAIL1, RECV, rcpt_pkt(""), RECV],
+                   "RCPT with an unsafe recipient"),
+    "rcpt-newline": ([AUTH_OK, RECV, MAIL1, RECV,
                       rcpt_pkt("a@example.net\nb@example.net"), RECV],
-                     "SUBMIT with an unsafe recipient"),
+                     "RCPT with an unsafe recipient"),
     # counts
-    "zero-rcpts": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 0), RECV],
-                   "SUBMIT with a bad number of recipients"),
-    "too-many-rcpts": ([AUTH_OK, RECV, submit_pkt("alice@example.org", 4)] +
-                       [rcpt_pkt("r%d@example.net" % i) for i in range(4)] +
-                       [RECV], "SUBMIT with a bad number of recipients"),
-    "rcpts-2**32-1": ([AUTH_OK, RECV, submit_pkt("alice@example.org",
-                                                 0xffffffff), RCPT1, RECV],
-                      "SUBMIT with a bad number of recipients"),
+    "too-many-rcpts": ([AUTH_OK, RECV, MAIL1, RECV] +
+                       [x for i in range(4)
+                        for x in (rcpt_pkt("r%d@example.net" % i), RECV)],
+                       "more RCPT requests than max-recipients"),
     # truncated, garbage, unknown
     "truncated-type": ([b"\x01\x00"], "unknown request"),
     "truncated-auth": ([u32(1)], "malformed AUTH"),
     "truncated-auth-fields": ([AUTH_OK[:-3]], "malformed AUTH"),
-    "truncated-submit": ([AUTH_OK, RECV, u32(2) + GOOD_ID[:10]],
-                         "malformed SUBMIT"),
-    "truncated-submit-fields": ([AUTH_OK, RECV, SUBMIT1[:-4], RCPT1],
-                                "malformed SUBMIT"),
-    "truncated-rcpt": ([AUTH_OK, RECV, SUBMIT1, u32(3)[:3]],
-                       "SUBMIT without its recipients"),
+    "truncated-mail": ([AUTH_OK, RECV, u32(6)], "malformed MAIL"),
+    "truncated-submit": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1, RECV,
+                          u32(2) + GOOD_ID[:10]], "malformed SUBMIT"),
+    "truncated-rcpt": ([AUTH_OK, RECV, MAIL1, RECV, u32(3)[:3]],
+                       "unknown request"),
     "garbage": ([bytes(range(7, 200, 3))], "unknown request"),
     "garbage-after-auth": ([AUTH_OK, RECV, b"\xde\xad\xbe\xef" * 9],
                            "unknown request"),
-    "garbage-as-submit": ([AUTH_OK, RECV, u32(2) + b"\xff" * 40],
-                          "malformed SUBMIT"),
+    "garbage-as-submit": ([AUTH_OK, RECV, MAIL1, RECV, RCPT1, RECV,
+                           u32(2) + b"\xff" * 40], "malformed SUBMIT"),
     "type-0": ([u32(0) + AUTH_OK[4:]], "unknown request"),
-    "type-4": ([AUTH_OK, RECV, u32(4) + SUBMIT1[4:], RCPT1], "unknown request"),
+    "type-4": ([AUTH_OK, RECV, u32(4) + MAIL1[4:], RECV], "unknown request"),
+    "type-7": ([AUTH_OK, RECV, u32(7) + MAIL1[4:], RECV], "unknown request"),
     "type-max": ([u32(0xffffffff)], "unknown request"),
 }
 
@@ -1035,7 +1088,7 @@ def test_probe_failed_auth_replies(env, probe_bin):
 @pytest.mark.parametrize("when", ["first", "after-auth"])
 def test_probe_empty_packet_refused(env, probe_bin, when):
     steps = [b"", AUTH_OK, RECV] if when == "first" else \
-        [AUTH_OK, RECV, b"", SUBMIT1, RCPT1, RECV]
+        [AUTH_OK, RECV, b""] + MESSAGE1
     r = probe(env, probe_bin, steps)
     env.no_calls()
     assert r.status == EX_SOFTWARE and REFUSED in r.log, r
@@ -1047,13 +1100,12 @@ def test_probe_as_root(env, probe_bin, account, privsep_user):
     password would cost seconds: test_root.py has those): the confined
     session's requests are answered and sendmail runs as the user."""
     pw = account["pw"]
-    r = probe(env, probe_bin, [auth_pkt(USER, PASSWORD), RECV,
-                               submit_pkt(USER + "@example.org", 1), RCPT1,
-                               RECV],
+    r = probe(env, probe_bin, [auth_pkt(USER, PASSWORD), RECV] +
+              envelope(USER + "@example.org", "rcpt@example.net"),
               as_root=True, auth="pam", pam_service=SERVICE, privsep_user=None)
     assert r.status == 0, r
     assert auth_reply(r.replies[0]) == (0, USER), r
-    assert submit_reply(r.replies[1])[0] == 250, r
+    assert submit_reply(r.replies[-1])[0] == 250, r
     call = env.one_call()
     assert (call.uid, call.gid) == (pw.pw_uid, pw.pw_gid)
     assert account["extra_gid"] in call.groups
@@ -1062,10 +1114,10 @@ def test_probe_as_root(env, probe_bin, account, privsep_user):
 @needs_root
 def test_probe_as_root_refuses(env, probe_bin, account, privsep_user):
     r = probe(env, probe_bin, [auth_pkt(USER, PASSWORD), RECV,
-                               submit_pkt("-oQ@example.org", 1), RCPT1, RECV],
+                               mail_pkt("-oQ@example.org"), RECV],
               as_root=True, auth="pam", pam_service=SERVICE, privsep_user=None)
     assert auth_reply(r.replies[0]) == (0, USER), r
-    assert_refused(env, r, "SUBMIT with an unsafe sender")
+    assert_refused(env, r, "MAIL with an unsafe sender")
 
 
 # --- what a taken-over session tries, under the real filter (issue 10)

@@ -416,3 +416,37 @@ def run_threads(kinds, n, clients, times, errors):
         t.start()
     for t in threads:
         t.join(120)
+
+
+@pytest.mark.parametrize("how", ["usermod-L", "chage-E0"])
+def test_account_locked_between_messages(env, accounts, how):
+    """An account locked or expired while its connection is open sends
+    nothing more: pam_acct_mgmt and the shadow entry are checked again at
+    the end of each DATA, and the refusal holds for the connection."""
+    lock, unlock = {"usermod-L": (["usermod", "-L"], ["usermod", "-U"]),
+                    "chage-E0": (["chage", "-E", "0"],
+                                 ["chage", "-E", "-1"])}[how]
+    c = root_session(env)
+    c.ehlo()
+    check(c.auth_plain(U1, USERS[U1]), 235, "2.7.0")
+    check(c.transaction(sender=U1 + "@example.org", rcpts=["x@example.net"]),
+          250, "2.0.0")
+    try:
+        sh(*(lock + [U1]))
+        r = c.transaction(sender=U1 + "@example.org", rcpts=["y@example.net"])
+        check(r, 550, "5.7.1")
+        assert r.text == "5.7.1 Account not permitted to send", r
+        check(c.mail(U1 + "@example.org"), 550, "5.7.1")
+        c.quit()
+    finally:
+        sh(*(unlock + [U1]))
+    assert len(env.calls()) == 1
+    denied = [kv(e) for e in find_events(c.log, "denied")]
+    assert [(d["user"], d["cmd"]) for d in denied] == [
+        (U1, "DATA"), (U1, "MAIL")], c.log
+    # Debian's common-account ends in pam_deny: an expired account reads
+    # as a plain account refusal there.
+    assert denied[0]["reason"] in (
+        ("account-locked",) if how == "usermod-L" else
+        ("account-expired", "account")), c.log
+    assert denied[1]["reason"] == "account", c.log

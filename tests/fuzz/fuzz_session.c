@@ -171,7 +171,7 @@ fake_submit(const struct config *cf, const struct envelope *env,
 }
 
 static const struct backend fake_backend = {
-	fake_auth, fake_submit, spool_open
+	fake_auth, smtp_any_sender, smtp_any_rcpt, fake_submit, spool_open
 };
 
 /* Every reply line well formed; returns how many said "queued". */
