@@ -31,8 +31,8 @@ SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
-       addr.c privsep.c chan.c monitor.c sandbox.c authproc.c prefix.c state.c state_sqlite.c limits.c \
-       sending.c
+       addr.c privsep.c chan.c monitor.c sandbox.c authproc.c prefix.c \
+       state.c state_sqlite.c limits.c sending.c header.c
 HDRS = smtpauthd.h state.h chan.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
@@ -119,7 +119,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
-FUZZ_TARGETS  = io addr auth data conf session
+FUZZ_TARGETS  = io addr auth data conf session header
 FUZZ_OBJS     = $(SRCS:%.c=build/fuzz/%.o)
 FUZZ_LIB_OBJS = $(filter-out build/fuzz/smtpauthd.o,$(FUZZ_OBJS)) \
             build/fuzz/smtpauthd-nomain.o

@@ -262,6 +262,37 @@ int	 addr_parse_path(const char *s, int allow_null, char *out,
 	    size_t outsize, const char **rest);
 int	 addr_is_safe(const char *addr);
 
+/* ---- the addresses of From: and Sender: (header.c) ---- */
+
+#define HEADER_SECTION_MAX	65536	/* the header section's octets, at most */
+#define HEADER_ADDRS_MAX	32	/* addresses kept, all fields together */
+#define HEADER_ADDR_SIZE	(SMTP_PATH_MAX - 1)	/* 254 octets and a NUL */
+
+enum header_result {
+	HEADER_OK = 0,		/* addr[] holds every address, n >= 1 */
+	HEADER_NONE_FOUND,	/* no From: and no Sender: field: nothing to
+				   check (the MTA adds a From:) */
+	HEADER_BAD,		/* refuse the message; why says why */
+	HEADER_IOERR,		/* the spool could not be read; errno kept */
+};
+
+enum header_field { HEADER_FROM, HEADER_SENDER };
+
+struct header_senders {
+	size_t		 n;			/* addresses in addr[] */
+	size_t		 nfrom;			/* From: fields seen */
+	size_t		 nsender;		/* Sender: fields seen */
+	unsigned char	 field[HEADER_ADDRS_MAX];	/* enum header_field */
+	char		 addr[HEADER_ADDRS_MAX][HEADER_ADDR_SIZE];
+	const char	*why;			/* not OK: a constant text */
+};
+
+int	 header_senders(int fd, struct header_senders *);
+int	 header_section(const char *buf, size_t len, int whole,
+	    struct header_senders *);
+int	 header_address_list(const char *value, size_t len,
+	    enum header_field, struct header_senders *);
+
 /* ---- the SMTP session (smtp.c) ---- */
 
 struct relay_reply {

@@ -2,7 +2,8 @@
  * unit.c - unit tests of the parsers and small pieces, in TAP for prove:
  * base64 and SASL PLAIN, paths, the DATA state machine (byte by byte and
  * in random chunkings), command-line reading and its limits, log escaping,
- * the exit-status table and configuration values.
+ * the exit-status table, configuration values, and the From:/Sender:
+ * addresses of a message (header.c).
  */
 #include <sys/socket.h>
 
@@ -659,6 +660,314 @@ test_prefixes(void)
 	conf_free(&cf);
 }
 
+/* ---- the addresses of From: and Sender: (header.c) ---- */
+
+/* The addresses found in one field's value, space-separated, or "BAD". */
+static const char *
+header_list(const char *value, char *buf, size_t size)
+{
+	struct header_senders	 hs;
+	size_t			 i;
+
+	memset(&hs, 0, sizeof(hs));
+	if (header_address_list(value, strlen(value), HEADER_FROM, &hs) !=
+	    HEADER_OK)
+		return hs.why != NULL && hs.n == 0 ? "BAD" : "BAD?";
+	buf[0] = '\0';
+	for (i = 0; i < hs.n; i++) {
+		if (i > 0)
+			strncat(buf, " ", size - strlen(buf) - 1);
+		strncat(buf, hs.addr[i], size - strlen(buf) - 1);
+	}
+	return buf;
+}
+
+/*
+ * The message in a file as the monitor reads it: rc, and the addresses
+ * as "from:a sender:b ..." in buf.
+ */
+static int
+header_file(const char *msg, size_t len, char *buf, size_t size)
+{
+	struct header_senders	 hs;
+	FILE			*f;
+	size_t			 i;
+	int			 rc;
+
+	buf[0] = '\0';
+	if ((f = tmpfile()) == NULL || fwrite(msg, 1, len, f) != len ||
+	    fflush(f) != 0) {
+		if (f != NULL)
+			fclose(f);
+		return -1;
+	}
+	rc = header_senders(fileno(f), &hs);
+	/* pread: the descriptor's offset, which sendmail reads from, stays. */
+	if (ftell(f) != (long)len)
+		rc = -2;
+	fclose(f);
+	for (i = 0; rc == HEADER_OK && i < hs.n; i++)
+		snprintf(buf + strlen(buf), size - strlen(buf), "%s%s:%s",
+		    i > 0 ? " " : "",
+		    hs.field[i] == HEADER_FROM ? "from" : "sender", hs.addr[i]);
+	if (rc == HEADER_BAD)
+		snprintf(buf, size, "%s", hs.why != NULL ? hs.why : "");
+	return rc;
+}
+
+static void
+test_header(void)
+{
+	static const struct {
+		const char	*value, *want;
+	} cases[] = {
+		/* simple forms */
+		{ " alice@example.org", "alice@example.org" },
+		{ "alice@example.org", "alice@example.org" },
+		{ " <alice@example.org>", "alice@example.org" },
+		{ " Alice Liddell <alice@example.org>", "alice@example.org" },
+		{ " alice.liddell@mail.example.org",
+		    "alice.liddell@mail.example.org" },
+		{ " alice+tag@example.org", "alice+tag@example.org" },
+		{ " Alice@Example.ORG", "Alice@Example.ORG" },
+		/* quoted display names hide specials */
+		{ " \"Bob <bob@evil.example>, x@y: z;\" <alice@example.org>",
+		    "alice@example.org" },
+		{ " \"eve@evil.example\" <alice@example.org>",
+		    "alice@example.org" },
+		{ " \"a \\\" quote, \\\\ and <x@y>\" <alice@example.org>",
+		    "alice@example.org" },
+		{ " \"\" <alice@example.org>", "alice@example.org" },
+		{ " John Q. Public <jqp@example.org>", "jqp@example.org" },
+		{ " =?UTF-8?Q?Ren=C3=A9?= <rene@example.org>",
+		    "rene@example.org" },
+		{ " R\xc3\xa9na <rena@example.org>", "rena@example.org" },
+		/* comments everywhere, nested, with escapes */
+		{ " alice@example.org (Alice Liddell)", "alice@example.org" },
+		{ " (c)alice(c)@(c)example.org(c)", "alice@example.org" },
+		{ " Alice (x) <(y)alice(z)@(w)example(v).(u)org(t)> (s)",
+		    "alice@example.org" },
+		{ " (a (nested (comment) <eve@evil.example>) here) "
+		    "alice@example.org", "alice@example.org" },
+		{ " (an \\) escaped paren, <eve@evil.example>) alice@example.org",
+		    "alice@example.org" },
+		{ " alice . liddell @ example . org", "alice.liddell@example.org" },
+		/* lists and groups */
+		{ " alice@example.org, Bob <bob@example.org>",
+		    "alice@example.org bob@example.org" },
+		{ " , alice@example.org,, ,bob@example.org,",
+		    "alice@example.org bob@example.org" },
+		{ " Team: alice@example.org, Bob <bob@example.org>;",
+		    "alice@example.org bob@example.org" },
+		{ " Team: alice@example.org;, carol@example.org",
+		    "alice@example.org carol@example.org" },
+		{ " Nobody:;, alice@example.org", "alice@example.org" },
+		{ " \"The Team\" (c) : (c) ; , alice@example.org",
+		    "alice@example.org" },
+		/* obsolete route: the mailbox after it */
+		{ " <@relay.example,@b.example:alice@example.org>",
+		    "alice@example.org" },
+		{ " <,@relay.example,,:alice@example.org>", "alice@example.org" },
+		/* domain literal, as written */
+		{ " alice@[192.0.2.1]", "alice@[192.0.2.1]" },
+		{ " alice@[IPv6:2001:db8::1]", "alice@[IPv6:2001:db8::1]" },
+		/* folding, LF and CRLF */
+		{ " Alice\n <alice@example.org>", "alice@example.org" },
+		{ " Alice\r\n\t<alice@example.org>,\r\n bob@example.org",
+		    "alice@example.org bob@example.org" },
+		{ " \"Alice\n Liddell\" (a\r\n comment) <alice@example.org>",
+		    "alice@example.org" },
+
+		/* refused */
+		{ "", "BAD" },
+		{ "   ", "BAD" },
+		{ " (only a comment)", "BAD" },
+		{ " Nobody:;", "BAD" },		/* no address to check */
+		{ " alice", "BAD" },		/* the MTA would add a domain */
+		{ " Alice Liddell", "BAD" },
+		{ " <>", "BAD" },
+		{ " \"alice\"@example.org", "BAD" },	/* quoted local part */
+		{ " Alice <\"alice\"@example.org>", "BAD" },
+		{ " <\"a@b\"@example.org>", "BAD" },
+		{ " alice liddell@example.org", "BAD" },
+		{ " alice..liddell@example.org", "BAD" },
+		{ " .alice@example.org", "BAD" },
+		{ " alice.@example.org", "BAD" },
+		{ " alice@example.org.", "BAD" },
+		{ " alice@", "BAD" },
+		{ " @example.org", "BAD" },
+		{ " alice@example.org <eve@evil.example>", "BAD" },
+		{ " alice@example.org eve@evil.example", "BAD" },
+		{ " Alice <alice@example.org", "BAD" },	/* unterminated angle */
+		{ " Alice <alice@example.org> <eve@evil.example>", "BAD" },
+		{ " \"Alice <alice@example.org>", "BAD" },	/* unterminated */
+		{ " (Alice alice@example.org", "BAD" },	/* unterminated */
+		{ " (a (b) alice@example.org", "BAD" },	/* nesting unclosed */
+		{ " alice@example.org)", "BAD" },
+		{ " \"Alice\\", "BAD" },
+		{ " A: B: alice@example.org;;", "BAD" },	/* nested group */
+		{ " Team: alice@example.org", "BAD" },	/* no ';' */
+		{ " Team: alice@example.org; eve@evil.example", "BAD" },
+		{ " <@relay.example alice@example.org>", "BAD" },
+		{ " al\xc3\xaf" "ce@example.org", "BAD" },	/* non-ASCII local */
+		{ " alice@ex\xc3\xa4mple.org", "BAD" },
+		{ " alice@example.org\r", "BAD" },	/* bare CR */
+		{ " Alice\n<alice@example.org>", "BAD" },	/* LF, no fold */
+		{ " alice\x01@example.org", "BAD" },
+		{ " \"Al\x7f\" <alice@example.org>", "BAD" },
+		{ " alice@[192.0.2.1 ]", "BAD" },
+		{ " alice@[192.0.2.1", "BAD" },
+		{ " alice@[a@example.org]", "BAD" },
+		{ " alice@[a\\]]", "BAD" },
+		{ " alice\\@example.org", "BAD" },
+		{ " alice@exa[mple.org", "BAD" },
+		{ " aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		    "aaaa@example.org", "BAD" },	/* local part of 65 */
+	};
+	static const char pad[] = "X-Pad: 0123456789012345678901234567890"
+	    "12345678901234567890123456789012345678\n";
+	struct header_senders	 hs;
+	char		 got[2048], esc[ESC_MAX], msg[8192], big[70000];
+	const char	*r;
+	size_t		 i, n;
+	int		 rc;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r = header_list(cases[i].value, got, sizeof(got));
+		ok(strcmp(r, cases[i].want) == 0,
+		    "header: From:%s -> %s (got %s)",
+		    log_escape(cases[i].value, esc, sizeof(esc)),
+		    cases[i].want, r);
+	}
+
+	/* Exactly at the bounds: 254 octets, 64 in the local part. */
+	snprintf(msg, sizeof(msg), "%.64s@%.189s",
+	    "llllllllllllllllllllllllllllllllllllllllllllllllllllllllllllllll",
+	    "ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd."
+	    "ddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd."
+	    "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+	    "ddddddddddddddddddddddddddd");
+	ok(strlen(msg) == 254 && strcmp(header_list(msg, got, sizeof(got)),
+	    msg) == 0, "header: an address of 254 octets");
+	msg[strlen(msg) - 1] = '.';
+	strncat(msg, "d", sizeof(msg) - strlen(msg) - 1);
+	ok(strlen(msg) == 255 && strcmp(header_list(msg, got, sizeof(got)),
+	    "BAD") == 0, "header: an address of 255 octets");
+
+	/* 32 addresses fit, 33 do not. */
+	msg[0] = '\0';
+	for (i = 0; i < HEADER_ADDRS_MAX; i++)
+		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+		    "%su%zu@example.org", i > 0 ? ", " : "", i);
+	r = header_list(msg, got, sizeof(got));
+	ok(strncmp(r, "u0@example.org u1@", 18) == 0 &&
+	    strstr(r, "u31@example.org") != NULL, "header: 32 addresses");
+	strncat(msg, ", u32@example.org", sizeof(msg) - strlen(msg) - 1);
+	ok(strcmp(header_list(msg, got, sizeof(got)), "BAD") == 0,
+	    "header: 33 addresses are too many");
+
+	/* Whole messages, read from a file as the monitor does. */
+#define HF(m, g)	header_file((m), sizeof(m) - 1, (g), sizeof(g))
+#define RECEIVED	"Received: from client ([192.0.2.1])\n" \
+			"\tby mx.example.org (smtpauthd) with ESMTPSA id X;\n" \
+			"\t(authenticated user alice); Thu, 1 Jan 1970\n"
+	rc = HF(RECEIVED "From: Alice <alice@example.org>\n"
+	    "To: bob@example.net\nSubject: hi\n\nbody\n", got);
+	ok(rc == HEADER_OK && strcmp(got, "from:alice@example.org") == 0,
+	    "header: a message, LF (%s)", got);
+	rc = HF(RECEIVED "Subject: hi\r\nFrom: Alice\r\n <alice@example.org>"
+	    "\r\nSender: sec@example.org\r\n\r\nFrom: eve@evil.example\r\n",
+	    got);
+	ok(rc == HEADER_OK && strcmp(got, "from:alice@example.org "
+	    "sender:sec@example.org") == 0,
+	    "header: CRLF, folded, Sender:, From: in the body not taken (%s)",
+	    got);
+	rc = HF(RECEIVED "From: alice@example.org\nFROM : eve@evil.example\n"
+	    "from:\tbob@example.org\n\nbody", got);
+	ok(rc == HEADER_OK && strcmp(got, "from:alice@example.org "
+	    "from:eve@evil.example from:bob@example.org") == 0,
+	    "header: every From: counts, any case, space before ':' (%s)",
+	    got);
+	rc = HF(RECEIVED "To: bob@example.net\nX-From: eve@evil.example\n"
+	    "Resent-From: eve@evil.example\nFromage: x\nReply-To: e@evil.ex\n"
+	    "\nFrom: eve@evil.example\n", got);
+	ok(rc == HEADER_NONE_FOUND, "header: no From: (X-From, Resent-From, "
+	    "in the body) is none found");
+	rc = HF(RECEIVED "Sender: sec@example.org\n\n", got);
+	ok(rc == HEADER_OK && strcmp(got, "sender:sec@example.org") == 0,
+	    "header: Sender: without From: is checked");
+	rc = HF(RECEIVED "Subject: no body, no empty line\n"
+	    "From: alice@example.org", got);
+	ok(rc == HEADER_OK && strcmp(got, "from:alice@example.org") == 0,
+	    "header: a message that is all header, no final line end");
+	rc = HF(RECEIVED "Subject: x\n \nFrom: eve@evil.example\n\n", got);
+	ok(rc == HEADER_OK && strcmp(got, "from:eve@evil.example") == 0,
+	    "header: a blank line of white space does not end the header");
+	rc = HF(RECEIVED "From alice Thu Jan  1 00:00:00 1970\n"
+	    "junk line\nFrom: eve@evil.example\n\n", got);
+	ok(rc == HEADER_OK && strcmp(got, "from:eve@evil.example") == 0,
+	    "header: a line that is no field does not end the header");
+	rc = HF(RECEIVED "From\n : eve@evil.example\n\n", got);
+	ok(rc == HEADER_OK && strcmp(got, "from:eve@evil.example") == 0,
+	    "header: a From: folded before its colon");
+	rc = HF(RECEIVED " From: eve@evil.example\n\n", got);
+	ok(rc == HEADER_NONE_FOUND,
+	    "header: a continuation line is not a field");
+	rc = HF(RECEIVED "From: alice@example.org\nFrom: Alice\n\n", got);
+	ok(rc == HEADER_BAD, "header: one bad From: of two is bad (%s)", got);
+	rc = HF(RECEIVED "From: \n\nbody", got);
+	ok(rc == HEADER_BAD, "header: an empty From: is bad (%s)", got);
+	rc = HF(RECEIVED "Subject: x\nFrom: a\0b@example.org\n\n", got);
+	ok(rc == HEADER_BAD, "header: NUL (%s)", got);
+	rc = HF(RECEIVED "Subject: x\0\nFrom: alice@example.org\n\n", got);
+	ok(rc == HEADER_BAD, "header: NUL in another field (%s)", got);
+	rc = HF(RECEIVED "Subject: x\rFrom: eve@evil.example\n"
+	    "From: alice@example.org\n\n", got);
+	ok(rc == HEADER_BAD, "header: bare CR, a line end to some (%s)", got);
+	rc = HF(RECEIVED "Subject: x\n\nbody \0 with NUL\r", got);
+	ok(rc == HEADER_NONE_FOUND,
+	    "header: NUL and CR in the body are not the header's");
+	rc = HF("", got);
+	ok(rc == HEADER_NONE_FOUND, "header: an empty file");
+	rc = HF("\nFrom: eve@evil.example\n", got);
+	ok(rc == HEADER_NONE_FOUND, "header: an empty header section");
+
+	/* The bound: 64 KiB of header section. */
+	n = (size_t)snprintf(big, sizeof(big), "From: alice@example.org\n");
+	while (n + 80 < HEADER_SECTION_MAX) {
+		memcpy(big + n, pad, strlen(pad));
+		n += strlen(pad);
+	}
+	memset(big + n, 'y', HEADER_SECTION_MAX - n);
+	big[HEADER_SECTION_MAX - 1] = '\n';
+	n = HEADER_SECTION_MAX;
+	memcpy(big + n, "\nbody\n", 6);
+	rc = header_file(big, n + 6, got, sizeof(got));
+	ok(rc == HEADER_OK && strcmp(got, "from:alice@example.org") == 0,
+	    "header: a header section of exactly 64 KiB (%s)", got);
+	memcpy(big + n, "\r\nbody\n", 7);
+	rc = header_file(big, n + 7, got, sizeof(got));
+	ok(rc == HEADER_OK, "header: 64 KiB, then a CRLF empty line (%s)", got);
+	big[n - 1] = 'y';
+	memcpy(big + n, "\n\r\nbody\n", 8);
+	rc = header_file(big, n + 8, got, sizeof(got));
+	ok(rc == HEADER_BAD, "header: 64 KiB and one octet, CRLF (%s)", got);
+	memcpy(big + n, "y\n\nbody\n", 8);
+	rc = header_file(big, n + 8, got, sizeof(got));
+	ok(rc == HEADER_BAD, "header: 64 KiB and two octets (%s)", got);
+	rc = header_file(big, n + 1, got, sizeof(got));
+	ok(rc == HEADER_BAD, "header: all header, 64 KiB and one (%s)", got);
+	rc = header_file(big, n, got, sizeof(got));
+	ok(rc == HEADER_OK, "header: all header, 64 KiB (%s)", got);
+	memset(big, 'z', sizeof(big));
+	rc = header_file(big, sizeof(big), got, sizeof(got));
+	ok(rc == HEADER_BAD, "header: no line end at all (%s)", got);
+	ok(header_senders(-1, &hs) == HEADER_IOERR && hs.n == 0,
+	    "header: a read error");
+#undef HF
+#undef RECEIVED
+}
+
 int
 main(void)
 {
@@ -670,6 +979,7 @@ main(void)
 	test_lines();
 	test_misc();
 	test_prefixes();
+	test_header();
 	printf("1..%d\n", ntests);
 	return nfailed != 0;
 }

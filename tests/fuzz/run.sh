@@ -32,6 +32,7 @@ max_len() {
 	conf)		echo 4608 ;;	# config line 4096
 	data)		echo 2500 ;;	# text line 1000
 	addr)		echo 1024 ;;	# path 256
+	header)		echo 9000 ;;	# 32 addresses of 254 (64 KiB: tests/unit.c)
 	*)		echo 4096 ;;
 	esac
 }
@@ -39,6 +40,7 @@ max_len() {
 dict() {
 	case $1 in
 	conf)	echo tests/fuzz/conf.dict ;;
+	header)	echo tests/fuzz/header.dict ;;
 	*)	echo tests/fuzz/smtp.dict ;;
 	esac
 }
