@@ -31,8 +31,9 @@ SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
-       addr.c privsep.c authproc.c prefix.c state.c state_sqlite.c limits.c
-HDRS = smtpauthd.h state.h
+       addr.c privsep.c authproc.c prefix.c state.c state_sqlite.c limits.c \
+       map.c policy.c
+HDRS = smtpauthd.h state.h policy.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 # Everything but main(), for the unit tests.
