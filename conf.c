@@ -21,11 +21,13 @@
 
 #include "smtpauthd.h"
 #include "state.h"
+#include "policy.h"
 
 #define CONF_LINE_MAX	4096
 
 enum conf_kind { K_STRING, K_PATH, K_NAME, K_HOST, K_BOOL, K_UINT, K_OCTAL,
-    K_ENUM, K_STATE, K_RATE, K_RATES, K_DURATION, K_PREFIXES };
+    K_ENUM, K_STATE, K_RATE, K_RATES, K_DURATION, K_PREFIXES, K_DOMAINS,
+    K_DELIMS };
 
 struct conf_key {
 	const char	*name;
@@ -42,6 +44,8 @@ static const char *const tls_names[] = { "", "none", "starttls", "implicit",
     NULL };
 static const char *const inject_names[] = { "envelope", "headers", NULL };
 static const char *const tls_version_names[] = { "1.2", "1.3", NULL };
+static const char *const sender_policy_names[] = { "own", "map", "any",
+    NULL };
 
 #define OFF(f)	offsetof(struct config, f)
 /* Windows longer than a year remember more than anyone means to. */
@@ -114,6 +118,16 @@ static const struct conf_key conf_keys[] = {
 	{ "user-message-limit", K_RATES, OFF(user_message_limit), 0,
 	    RATE_COUNT_MAX, NULL, "30/1m", NULL },
 	{ "limits-map", K_PATH, OFF(limits_map), 0, 0, NULL, NULL, NULL },
+	/* The sender bound to the login (policy.c). */
+	{ "sender-policy", K_ENUM, OFF(sender_policy), 0, 0,
+	    sender_policy_names, "own", NULL },
+	{ "sender-domains", K_DOMAINS, OFF(sender_domains), 0, 0, NULL, NULL,
+	    NULL },
+	{ "sender-delimiter", K_DELIMS, OFF(sender_delimiter), 0, 0, NULL, "+",
+	    NULL },
+	{ "sender-map", K_PATH, OFF(sender_map), 0, 0, NULL, NULL, NULL },
+	{ "sender-header-check", K_BOOL, OFF(sender_header_check), 0, 0, NULL,
+	    "no", NULL },
 };
 
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -342,6 +356,49 @@ valid_word(const char *s)
 	return n > 0 && n <= 1024;
 }
 
+/* Host names separated by commas and/or blanks, at least one. */
+static int
+valid_domains(const char *s)
+{
+	char	 name[HOSTNAME_MAX + 1];
+	size_t	 n, count = 0;
+
+	if (strlen(s) > CONF_LINE_MAX)
+		return 0;
+	for (;;) {
+		s += strspn(s, ", \t");
+		if (*s == '\0')
+			return count > 0;
+		n = strcspn(s, ", \t");
+		if (n >= sizeof(name))
+			return 0;
+		memcpy(name, s, n);
+		name[n] = '\0';
+		if (!valid_hostname(name) || name[n - 1] == '.')
+			return 0;
+		count++;
+		s += n;
+	}
+}
+
+/*
+ * sender-delimiter: 1 to 8 characters that can separate a tag from a
+ * local part, as Postfix's recipient_delimiter; not a letter or digit,
+ * '@', a blank or a control character, which would cut logins or
+ * addresses where they cannot be cut.
+ */
+static int
+valid_delimiters(const char *s)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (s[n] <= ' ' || s[n] >= 0x7f || s[n] == '@' ||
+		    isalnum((unsigned char)s[n]))
+			return 0;
+	return n >= 1 && n <= 8;
+}
+
 static int
 valid_path(const char *s)
 {
@@ -498,6 +555,24 @@ conf_set(struct config *cf, const char *key, const char *value,
 		}
 		set_string((char **)(base + k->offset), value);
 		return 0;
+	case K_DOMAINS:
+		if (!valid_domains(value)) {
+			conf_error(cf, "%s: %s: \"%s\" is not a list of domain "
+			    "names separated by commas or blanks", where, key,
+			    value);
+			return -1;
+		}
+		set_string((char **)(base + k->offset), value);
+		return 0;
+	case K_DELIMS:
+		if (!valid_delimiters(value)) {
+			conf_error(cf, "%s: %s: \"%s\" is not 1 to 8 "
+			    "characters, none of them a letter, a digit, '@', a "
+			    "blank or a control character", where, key, value);
+			return -1;
+		}
+		set_string((char **)(base + k->offset), value);
+		return 0;
 	}
 	conf_error(cf, "%s: %s: bad value \"%s\"", where, key, value);
 	return -1;
@@ -640,7 +715,9 @@ conf_finish(struct config *cf)
 	if (cf->tls != TLS_NONE && (cf->tls_cert == NULL || cf->tls_key == NULL))
 		conf_error(cf, "tls %s needs tls-cert and tls-key",
 		    tls_names[cf->tls]);
-
+	/* Not quietly own: the administrator asked for a map. */
+	if (cf->sender_policy == SENDER_MAP && cf->sender_map == NULL)
+		conf_error(cf, "sender-policy map needs sender-map");
 }
 
 void
@@ -661,6 +738,8 @@ conf_print(const struct config *cf, FILE *out)
 		case K_HOST:
 		case K_STATE:
 		case K_PREFIXES:
+		case K_DOMAINS:
+		case K_DELIMS:
 			s = *(char *const *)(base + k->offset);
 			if (s == NULL)
 				fprintf(out, "%s\n", k->name);
@@ -837,6 +916,7 @@ conf_check(struct config *cf, FILE *report)
 		    "root and writable by no one else", cf->privsep_dir);
 	check_arg_max(cf, report);
 	check_state(cf);
+	problems += policy_check(cf, report);
 	if (cf->max_message_size > SIZE_MAX / 2)
 		conf_error(cf, "max-message-size %llu: too large for this "
 		    "machine", (unsigned long long)cf->max_message_size);
@@ -858,6 +938,8 @@ conf_free(struct config *cf)
 		case K_HOST:
 		case K_STATE:
 		case K_PREFIXES:
+		case K_DOMAINS:
+		case K_DELIMS:
 			free(*(char **)((char *)cf + conf_keys[i].offset));
 			break;
 		default:

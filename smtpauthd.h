@@ -63,6 +63,7 @@ enum auth_backend { AUTH_PAM, AUTH_FILE };
 enum tls_mode { TLS_UNSET, TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 enum inject_mode { INJECT_ENVELOPE, INJECT_HEADERS };
 enum tls_version { TLS_V1_2, TLS_V1_3 };
+enum sender_policy { SENDER_OWN, SENDER_MAP, SENDER_ANY };
 
 /* A limit: count things within window seconds; count 0 is off. */
 struct rate {
@@ -115,6 +116,11 @@ struct config {
 	struct rates	 user_recipient_limit;
 	struct rates	 user_message_limit;
 	char		*limits_map;		/* NULL: none */
+	enum sender_policy sender_policy;	/* policy.c */
+	char		*sender_domains;	/* NULL: hostname's domain */
+	char		*sender_delimiter;
+	char		*sender_map;		/* NULL: none */
+	int		 sender_header_check;
 	int		 hostname_looked_up;	/* the default came from DNS */
 
 	/* Problems found while loading; reported by -t or at connection. */

@@ -12,7 +12,9 @@ KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
         "tls", "tls-cert", "tls-key", "sendmail", "inject", "max-message-size",
         "max-recipients", "max-auth-failures", "max-errors",
         "auth-failure-delay", "timeout", "data-timeout", "sendmail-timeout",
-        "auth-timeout", "sendmail-umask", "spool-dir", "privsep-user"]
+        "auth-timeout", "sendmail-umask", "spool-dir", "privsep-user",
+        "sender-policy", "sender-domains", "sender-delimiter", "sender-map",
+        "sender-header-check"]
 
 DEFAULTS = {
     "auth": "pam", "pam-service": "smtpauthd",
@@ -25,6 +27,8 @@ DEFAULTS = {
     "auth-timeout": "30",
     "sendmail-umask": "022",
     "spool-dir": "/var/tmp", "privsep-user": "smtpauthd",
+    "sender-policy": "own", "sender-domains": None, "sender-delimiter": "+",
+    "sender-map": None, "sender-header-check": "no",
 }
 
 
@@ -124,6 +128,10 @@ BAD_LINES = [
     ("sendmail-umask-empty", "sendmail-umask", "sendmail-umask"),
     ("sendmail-missing", "sendmail /nonexistent/sendmail", "sendmail"),
     ("passwd-file-missing", "passwd-file /nonexistent/passwd", "passwd-file"),
+    ("sender-policy", "sender-policy everyone", "sender-policy"),
+    ("sender-delimiter", "sender-delimiter +a", "sender-delimiter"),
+    ("sender-domains", "sender-domains example.org @x", "sender-domains"),
+    ("sender-map-missing", "sender-map /nonexistent/map", "sender-map"),
 ]
 
 

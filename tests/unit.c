@@ -2,10 +2,11 @@
  * unit.c - unit tests of the parsers and small pieces, in TAP for prove:
  * base64 and SASL PLAIN, paths, the DATA state machine (byte by byte and
  * in random chunkings), command-line reading and its limits, log escaping,
- * the exit-status table, configuration values, and the From:/Sender:
- * addresses of a message (header.c).
+ * the exit-status table, configuration values, the From:/Sender:
+ * addresses of a message (header.c), the map files and the sender policy.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "smtpauthd.h"
+#include "policy.h"
 
 static int ntests, nfailed;
 
@@ -966,6 +968,389 @@ test_header(void)
 	    "header: a read error");
 #undef HF
 #undef RECEIVED
+/* ---- map files and the sender policy (map.c, policy.c) ---- */
+
+static char policy_dir[] = "/tmp/smtpauthd-unit.XXXXXX";
+
+/* A file of the test directory with text (len octets), mode mode. */
+static const char *
+policy_file(const char *name, const char *text, size_t len, mode_t mode)
+{
+	static char	 path[4][256];
+	static int	 next;
+	char		*p = path[next++ % 4];
+	FILE		*fp;
+
+	snprintf(p, sizeof(path[0]), "%s/%s", policy_dir, name);
+	if ((fp = fopen(p, "w")) == NULL || fwrite(text, 1, len, fp) != len ||
+	    fclose(fp) != 0 || chmod(p, mode) == -1) {
+		perror(p);
+		exit(1);
+	}
+	return p;
+}
+
+#define POLICY_MAP \
+	"# sender logins, as Postfix's smtpd_sender_login_maps\n" \
+	"sales@example.org      alice, bob\n" \
+	"\n" \
+	"support@example.org    alice bob,carol\n" \
+	"   # a comment between a line and its continuation\n" \
+	"        dave\n" \
+	"@example.net           erin\n" \
+	"Shared@Example.ORG     ALICE\n" \
+	"info+x@example.org     frank\n" \
+	"info@example.org       grace\n" \
+	"mary                   heidi\n" \
+	"postmaster@example.net ivan\r\n" \
+	"sales@example.org      mallory\n"
+
+struct map_seen {
+	char	 text[512];
+	size_t	 n;
+};
+
+static int
+map_collect(struct map_file *mf, size_t lineno, char *key, char *value,
+    void *arg)
+{
+	struct map_seen	*seen = arg;
+	size_t		 len = strlen(seen->text);
+	char		*item;
+
+	(void)mf;
+	seen->n++;
+	snprintf(seen->text + len, sizeof(seen->text) - len, "%zu:%s=", lineno,
+	    key);
+	while ((item = map_value_next(&value)) != NULL) {
+		len = strlen(seen->text);
+		snprintf(seen->text + len, sizeof(seen->text) - len, "[%s]",
+		    item);
+	}
+	len = strlen(seen->text);
+	snprintf(seen->text + len, sizeof(seen->text) - len, ";");
+	return 0;
+}
+
+static const char *const policy_names[] = { "ok", "refuse", "tempfail" };
+
+static void
+test_map(void)
+{
+	struct map_file	 mf;
+	struct map_seen	 seen;
+	char		 big[MAP_LINE_MAX + 64];
+	int		 rc;
+
+	memset(&mf, 0, sizeof(mf));
+	memset(&seen, 0, sizeof(seen));
+	mf.what = "test-map";
+	mf.path = policy_file("m1", POLICY_MAP, strlen(POLICY_MAP), 0644);
+	rc = map_read(&mf, map_collect, &seen);
+	ok(rc == 0 && seen.n == 9, "map: read (%zu entries)", seen.n);
+	ok(strstr(seen.text, "4:support@example.org=[alice][bob][carol]"
+	    "[dave];") != NULL, "map: continuation joined, comment skipped, "
+	    "comma and blank lists: %s", seen.text);
+	ok(strstr(seen.text, "12:postmaster@example.net=[ivan];") != NULL,
+	    "map: CRLF line");
+	memset(&seen, 0, sizeof(seen));
+	mf.path = policy_file("m2", "a b\n  c\nnovalue\nd e\n", 19, 0644);
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "m2:3: \"novalue\" has no value") != NULL &&
+	    strncmp(mf.why, "test-map ", 9) == 0, "map: no value, line 3: %s",
+	    mf.why);
+	memset(&seen, 0, sizeof(seen));
+	mf.path = policy_file("m3", "# x\n  a b\n", 10, 0644);
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "m3:2: begins with a blank") != NULL,
+	    "map: continuation of nothing: %s", mf.why);
+	mf.path = policy_file("m4", "a b\nc\0d e\n", 10, 0644);
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "m4:2: NUL") != NULL, "map: NUL: %s", mf.why);
+	memset(big, 'x', sizeof(big));
+	big[0] = 'k';
+	big[1] = ' ';
+	big[sizeof(big) - 1] = '\n';
+	mf.path = policy_file("m5", big, sizeof(big), 0644);
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "m5:1: line longer") != NULL, "map: long line: %s",
+	    mf.why);
+	mf.path = policy_file("m6", "a b\n", 4, 0664);
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "chmod go-w") != NULL, "map: group-writable: %s",
+	    mf.why);
+	mf.path = policy_file("m7", "a b\n", 4, 0646);
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "chmod go-w") != NULL, "map: world-writable");
+	mf.path = "/nonexistent/map";
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "/nonexistent/map: No such file") != NULL,
+	    "map: missing: %s", mf.why);
+	mf.path = policy_dir;
+	ok(map_read(&mf, map_collect, &seen) == -1 &&
+	    strstr(mf.why, "not a regular file") != NULL, "map: directory");
+	mf.path = policy_file("m8", "a b\n", 4, 0644);
+	{
+		char link[300];
+
+		snprintf(link, sizeof(link), "%s/link", policy_dir);
+		ok(symlink(mf.path, link) == 0 && (mf.path = link,
+		    map_read(&mf, map_collect, &seen) == -1) &&
+		    strstr(mf.why, "symbolic link") != NULL,
+		    "map: symbolic link refused: %s", mf.why);
+		(void)unlink(link);
+	}
+	if (geteuid() != 0) {
+		mf.path = policy_file("m9", "a b\n", 4, 0000);
+		ok(map_read(&mf, map_collect, &seen) == -1 &&
+		    strstr(mf.why, "Permission denied") != NULL,
+		    "map: unreadable: %s", mf.why);
+	}
+}
+
+static void
+test_policy(void)
+{
+	static const struct {
+		const char	*login, *sender;
+		int		 policy;	/* SENDER_* */
+		const char	*domains;	/* NULL: from hostname */
+		const char	*hostname, *delims;
+		int		 map;		/* use sender-map m1 */
+		int		 want;
+	} t[] = {
+		/* own */
+		{ "alice", "alice@example.org", SENDER_OWN, "example.org, "
+		    "mail.example.org", NULL, "+", 0, POLICY_OK },
+		{ "alice", "alice@mail.example.org", SENDER_OWN, "example.org, "
+		    "mail.example.org", NULL, "+", 0, POLICY_OK },
+		{ "alice", "ALICE@Example.ORG", SENDER_OWN, "example.org",
+		    NULL, "+", 0, POLICY_OK },
+		{ "Alice", "alice@example.org", SENDER_OWN, "example.org",
+		    NULL, "+", 0, POLICY_OK },
+		{ "alice", "alice+news@example.org", SENDER_OWN, "example.org",
+		    NULL, "+", 0, POLICY_OK },
+		{ "alice", "alice-news@example.org", SENDER_OWN, "example.org",
+		    NULL, "+", 0, POLICY_REFUSE },
+		{ "alice", "alice-news@example.org", SENDER_OWN, "example.org",
+		    NULL, "+-", 0, POLICY_OK },
+		{ "alice", "alice+news@example.org", SENDER_OWN, "example.org",
+		    NULL, "+-", 0, POLICY_OK },
+		{ "mary-ann", "mary-ann+x@example.org", SENDER_OWN,
+		    "example.org", NULL, "+-", 0, POLICY_OK },
+		{ "mary-ann", "mary@example.org", SENDER_OWN, "example.org",
+		    NULL, "+-", 0, POLICY_REFUSE },
+		{ "alice", "bob@example.org", SENDER_OWN, "example.org", NULL,
+		    "+", 0, POLICY_REFUSE },
+		{ "alice", "aliceb@example.org", SENDER_OWN, "example.org",
+		    NULL, "+", 0, POLICY_REFUSE },
+		{ "alice", "ali@example.org", SENDER_OWN, "example.org", NULL,
+		    "+", 0, POLICY_REFUSE },
+		{ "alice", "alice@example.com", SENDER_OWN, "example.org",
+		    NULL, "+", 0, POLICY_REFUSE },
+		{ "alice", "alice@sub.example.org", SENDER_OWN, "example.org",
+		    NULL, "+", 0, POLICY_REFUSE },
+		{ "alice", "alice", SENDER_OWN, "example.org", NULL, "+", 0,
+		    POLICY_REFUSE },
+		{ "alice", "", SENDER_OWN, "example.org", NULL, "+", 0,
+		    POLICY_OK },
+		{ "alice", "sales@example.org", SENDER_OWN, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		/* a login that is an address */
+		{ "alice@example.com", "alice@example.com", SENDER_OWN,
+		    "example.org", NULL, "+", 0, POLICY_OK },
+		{ "alice@example.com", "ALICE+x@Example.COM", SENDER_OWN,
+		    "example.org", NULL, "+", 0, POLICY_OK },
+		{ "alice@example.com", "alice@example.org", SENDER_OWN,
+		    "example.org", NULL, "+", 0, POLICY_REFUSE },
+		{ "alice@example.com", "bob@example.com", SENDER_OWN,
+		    "example.org", NULL, "+", 0, POLICY_REFUSE },
+		/* sender-domains unset: from hostname */
+		{ "alice", "alice@example.org", SENDER_OWN, NULL,
+		    "mail.example.org", "+", 0, POLICY_OK },
+		{ "alice", "alice@mail.example.org", SENDER_OWN, NULL,
+		    "mail.example.org", "+", 0, POLICY_OK },
+		{ "alice", "alice@org", SENDER_OWN, NULL, "mail.example.org",
+		    "+", 0, POLICY_REFUSE },
+		{ "alice", "alice@test.example", SENDER_OWN, NULL,
+		    "test.example", "+", 0, POLICY_OK },
+		{ "alice", "alice@example", SENDER_OWN, NULL, "test.example",
+		    "+", 0, POLICY_REFUSE },
+		/* any */
+		{ "alice", "bob@example.com", SENDER_ANY, "example.org", NULL,
+		    "+", 0, POLICY_OK },
+		/* map */
+		{ "alice", "alice@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "alice", "sales@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "bob", "SALES@example.org", SENDER_MAP, "example.org", NULL,
+		    "+", 1, POLICY_OK },
+		{ "carol", "sales@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		{ "mallory", "sales@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		{ "carol", "support@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "dave", "support@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "alice", "sales+q3@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "erin", "anyone@example.net", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "bob", "anyone@example.net", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		{ "ivan", "postmaster@example.net", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "erin", "postmaster@example.net", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		{ "alice", "shared@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "frank", "info+x@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "grace", "info+x@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		{ "grace", "info+y@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "frank", "info@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		{ "heidi", "mary@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "heidi", "mary+x@example.org", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_OK },
+		{ "heidi", "mary@example.net", SENDER_MAP, "example.org",
+		    NULL, "+", 1, POLICY_REFUSE },
+		{ "alice", "", SENDER_MAP, "example.org", NULL, "+", 1,
+		    POLICY_OK },
+	};
+	struct config	 cf;
+	const char	*m1, *bad;
+	const char	*list[3];
+	char		 why[POLICY_WHY_MAX], text[256];
+	size_t		 i, failed = 99;
+	int		 rc;
+
+	m1 = policy_file("sender-map", POLICY_MAP, strlen(POLICY_MAP), 0644);
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		conf_defaults(&cf);
+		cf.sender_policy = t[i].policy;
+		if (t[i].domains != NULL)
+			(void)conf_set(&cf, "sender-domains", t[i].domains, "t");
+		(void)conf_set(&cf, "hostname", t[i].hostname != NULL ?
+		    t[i].hostname : "mail.example.org", "t");
+		(void)conf_set(&cf, "sender-delimiter", t[i].delims, "t");
+		if (t[i].map)
+			(void)conf_set(&cf, "sender-map", m1, "t");
+		rc = policy_sender(&cf, t[i].login, t[i].sender, why,
+		    sizeof(why));
+		ok(cf.nerrors == 0 && rc == t[i].want, "sender: %s %s as %s "
+		    "(domains %s, delimiter %s): %s", t[i].policy == SENDER_MAP ?
+		    "map" : t[i].policy == SENDER_ANY ? "any" : "own",
+		    t[i].login, t[i].sender[0] != '\0' ? t[i].sender : "<>",
+		    t[i].domains != NULL ? t[i].domains : "unset",
+		    t[i].delims, policy_names[rc]);
+		conf_free(&cf);
+	}
+
+	/* A map that cannot be used: 451, unless the address is one's own. */
+	conf_defaults(&cf);
+	(void)conf_set(&cf, "hostname", "mail.example.org", "t");
+	(void)conf_set(&cf, "sender-policy", "map", "t");
+	bad = policy_file("bad-map", "sales@example.org alice\n\n"
+	    "x@y@z bob\n", 35, 0644);
+	(void)conf_set(&cf, "sender-map", bad, "t");
+	ok(policy_sender(&cf, "alice", "sales@example.org", why, sizeof(why))
+	    == POLICY_TEMPFAIL && strstr(why, "bad-map:3: \"x@y@z\" is not")
+	    != NULL, "sender: bad map line: tempfail, why names line 3: %s",
+	    why);
+	ok(policy_sender(&cf, "alice", "alice@example.org", why, sizeof(why))
+	    == POLICY_OK, "sender: own address needs no map");
+	bad = policy_file("empty-value", "sales@example.org ,\n", 20, 0644);
+	(void)conf_set(&cf, "sender-map", bad, "t");
+	ok(policy_sender(&cf, "alice", "sales@example.org", why, sizeof(why))
+	    == POLICY_TEMPFAIL && strstr(why, "names no login") != NULL,
+	    "sender: entry without logins: %s", why);
+	bad = policy_file("gw-map", "sales@example.org alice\n", 24, 0620);
+	(void)conf_set(&cf, "sender-map", bad, "t");
+	ok(policy_sender(&cf, "alice", "sales@example.org", why, sizeof(why))
+	    == POLICY_TEMPFAIL && strstr(why, "sender-map ") == why &&
+	    strstr(why, "group or others may write") != NULL,
+	    "sender: group-writable map: %s", why);
+	(void)conf_set(&cf, "sender-map", "/nonexistent/sender-map", "t");
+	ok(policy_sender(&cf, "alice", "sales@example.org", why, sizeof(why))
+	    == POLICY_TEMPFAIL && strstr(why, "No such file") != NULL,
+	    "sender: missing map: %s", why);
+	(void)conf_set(&cf, "sender-map", m1, "t");
+	list[0] = "alice@example.org";
+	list[1] = "carol@example.org";
+	list[2] = "sales@example.org";
+	ok(policy_sender_list(&cf, "alice", list, 3, &failed, why,
+	    sizeof(why)) == POLICY_REFUSE && failed == 1,
+	    "sender: list, second refused");
+	list[1] = "";
+	ok(policy_sender_list(&cf, "alice", list, 3, &failed, why,
+	    sizeof(why)) == POLICY_OK, "sender: list, all owned");
+	ok(policy_sender_list(&cf, "alice", list, 0, &failed, why,
+	    sizeof(why)) == POLICY_OK, "sender: empty list");
+	conf_free(&cf);
+
+	ok(policy_sender_reply("bob@example.org", "alice", text, sizeof(text))
+	    == 553 && strcmp(text, "5.7.1 <bob@example.org>: Sender address "
+	    "rejected: not owned by user alice") == 0, "sender: MAIL reply");
+	ok(policy_header_reply("alice", text, sizeof(text)) == 550 &&
+	    strcmp(text, "5.7.1 From: header not owned by user alice") == 0,
+	    "sender: header reply");
+	ok(policy_tempfail_reply("bob@example.org", text, sizeof(text)) ==
+	    451 && strncmp(text, "4.3.0 ", 6) == 0, "sender: tempfail reply");
+
+	/* The keys' values. */
+	conf_defaults(&cf);
+	ok(cf.sender_policy == SENDER_OWN && cf.sender_domains == NULL &&
+	    strcmp(cf.sender_delimiter, "+") == 0 && cf.sender_map == NULL &&
+	    cf.sender_header_check == 0, "sender conf: defaults");
+	ok(conf_set(&cf, "sender-delimiter", "+-", "t") == 0 &&
+	    conf_set(&cf, "sender-delimiter", "+-_=.~/!", "t") == 0,
+	    "sender conf: delimiters");
+	ok(conf_set(&cf, "sender-delimiter", "+-_=.~/!#", "t") == -1 &&
+	    conf_set(&cf, "sender-delimiter", "", "t") == -1 &&
+	    conf_set(&cf, "sender-delimiter", "a", "t") == -1 &&
+	    conf_set(&cf, "sender-delimiter", "+1", "t") == -1 &&
+	    conf_set(&cf, "sender-delimiter", "@", "t") == -1 &&
+	    conf_set(&cf, "sender-delimiter", "+ -", "t") == -1 &&
+	    conf_set(&cf, "sender-delimiter", "+\t", "t") == -1 &&
+	    conf_set(&cf, "sender-delimiter", "\xc3\xa9", "t") == -1,
+	    "sender conf: delimiters refused");
+	ok(conf_set(&cf, "sender-domains", "example.org", "t") == 0 &&
+	    conf_set(&cf, "sender-domains", "example.org, mail.example.org "
+	    "example.net,", "t") == 0, "sender conf: domain lists");
+	ok(conf_set(&cf, "sender-domains", ",", "t") == -1 &&
+	    conf_set(&cf, "sender-domains", "example.org, exa mple!", "t") ==
+	    -1 && conf_set(&cf, "sender-domains", "@example.org", "t") == -1 &&
+	    conf_set(&cf, "sender-domains", "example.org.", "t") == -1,
+	    "sender conf: domain lists refused");
+	ok(conf_set(&cf, "sender-policy", "map", "t") == 0 &&
+	    cf.sender_policy == SENDER_MAP &&
+	    conf_set(&cf, "sender-policy", "all", "t") == -1,
+	    "sender conf: policy");
+	ok(cf.nerrors == 13, "sender conf: every problem recorded (%zu)",
+	    cf.nerrors);
+	conf_free(&cf);
+}
+
+static void
+test_map_policy(void)
+{
+	char cmd[64];
+
+	if (mkdtemp(policy_dir) == NULL) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	test_map();
+	test_policy();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", policy_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "# could not remove %s\n", policy_dir);
 }
 
 int
@@ -980,6 +1365,7 @@ main(void)
 	test_misc();
 	test_prefixes();
 	test_header();
+	test_map_policy();
 	printf("1..%d\n", ntests);
 	return nfailed != 0;
 }
