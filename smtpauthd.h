@@ -104,6 +104,10 @@ struct config {
 	struct rate	 auth_limit_user;
 	uint64_t	 auth_known_ip_time;
 	char		*auth_limit_exempt;	/* prefixes; NULL: none */
+	char		*policy_service;	/* inet:HOST:PORT, unix:PATH;
+						   NULL: none */
+	uint64_t	 policy_service_timeout;
+	char		*policy_service_default_action;
 	int		 hostname_looked_up;	/* the default came from DNS */
 
 	/* Problems found while loading; reported by -t or at connection. */

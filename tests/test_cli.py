@@ -12,7 +12,9 @@ KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
         "tls", "tls-cert", "tls-key", "sendmail", "inject", "max-message-size",
         "max-recipients", "max-auth-failures", "max-errors",
         "auth-failure-delay", "timeout", "data-timeout", "sendmail-timeout",
-        "auth-timeout", "sendmail-umask", "spool-dir", "privsep-user"]
+        "auth-timeout", "sendmail-umask", "spool-dir", "privsep-user",
+        "policy-service", "policy-service-timeout",
+        "policy-service-default-action"]
 
 DEFAULTS = {
     "auth": "pam", "pam-service": "smtpauthd",
@@ -25,6 +27,8 @@ DEFAULTS = {
     "auth-timeout": "30",
     "sendmail-umask": "022",
     "spool-dir": "/var/tmp", "privsep-user": "smtpauthd",
+    "policy-service": None, "policy-service-timeout": "10",
+    "policy-service-default-action": "DUNNO",
 }
 
 
