@@ -32,8 +32,9 @@ SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
        addr.c privsep.c chan.c monitor.c sandbox.c authproc.c prefix.c \
-       state.c state_sqlite.c limits.c sending.c header.c map.c policy.c
-HDRS = smtpauthd.h state.h chan.h policy.h
+       state.c state_sqlite.c limits.c sending.c header.c map.c policy.c \
+       policy_client.c
+HDRS = smtpauthd.h state.h chan.h policy.h policy_client.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 # Everything but main(), for the unit tests.
@@ -43,7 +44,7 @@ ASAN_LIB_OBJS = $(filter-out build/asan/smtpauthd.o,$(ASAN_OBJS)) \
 
 TEST_PROGS = tests/unit tests/unit-asan tests/capture-sendmail \
             tests/pam_counter.so tests/monitor-probe tests/monitor-probe-asan \
-            tests/state-probe
+            tests/state-probe tests/policy-query tests/policy-query-asan
 
 all: smtpauthd smtpauthd-asan
 
@@ -88,6 +89,14 @@ tests/monitor-probe-asan: tests/monitor-probe.c $(ASAN_LIB_OBJS) $(HDRS)
 tests/state-probe: tests/state-probe.c $(LIB_OBJS) $(HDRS)
 	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -I. $(LDHARDEN) -o $@ \
 	    tests/state-probe.c $(LIB_OBJS) $(LIBS)
+
+tests/policy-query: tests/policy-query.c $(LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(HARDEN) $(CFLAGS) -I. $(LDHARDEN) -o $@ \
+	    tests/policy-query.c $(LIB_OBJS) $(LIBS)
+
+tests/policy-query-asan: tests/policy-query.c $(ASAN_LIB_OBJS) $(HDRS)
+	$(CC) $(WARN) $(SANITIZE) -I. -pie -o $@ tests/policy-query.c \
+	    $(ASAN_LIB_OBJS) $(LIBS)
 
 tests/capture-sendmail: tests/capture-sendmail.c
 	$(CC) $(WARN) $(CFLAGS) -o $@ $<
@@ -163,7 +172,7 @@ VALGRIND_DESELECT ?= test_session_confined or test_two_processes_over_tcp \
             or test_guesses_at_once_are_counted_before_their_checks
 
 check-valgrind: smtpauthd tests/capture-sendmail tests/pam_counter.so \
-	    tests/state-probe
+	    tests/state-probe tests/policy-query
 	DESELECT='$(VALGRIND_DESELECT)' PYTHON=$(PYTHON) sh tests/valgrind/run.sh
 
 # ---- static analysis: cppcheck, clang-tidy (.clang-tidy), scan-build ----

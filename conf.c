@@ -22,12 +22,13 @@
 #include "smtpauthd.h"
 #include "state.h"
 #include "policy.h"
+#include "policy_client.h"
 
 #define CONF_LINE_MAX	4096
 
 enum conf_kind { K_STRING, K_PATH, K_NAME, K_HOST, K_BOOL, K_UINT, K_OCTAL,
     K_ENUM, K_STATE, K_RATE, K_RATES, K_DURATION, K_PREFIXES, K_DOMAINS,
-    K_DELIMS };
+    K_DELIMS, K_POLICY_SERVICE, K_POLICY_ACTION };
 
 struct conf_key {
 	const char	*name;
@@ -128,6 +129,13 @@ static const struct conf_key conf_keys[] = {
 	{ "sender-map", K_PATH, OFF(sender_map), 0, 0, NULL, NULL, NULL },
 	{ "sender-header-check", K_BOOL, OFF(sender_header_check), 0, 0, NULL,
 	    "no", NULL },
+	{ "policy-service", K_POLICY_SERVICE, OFF(policy_service), 0, 0, NULL,
+	    NULL, NULL },
+	/* Bounds one whole query: connect, request, reply. */
+	{ "policy-service-timeout", K_UINT, OFF(policy_service_timeout), 1,
+	    3600, NULL, "10", NULL },
+	{ "policy-service-default-action", K_POLICY_ACTION,
+	    OFF(policy_service_default_action), 0, 0, NULL, "DUNNO", NULL },
 };
 
 #define NKEYS	(sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -436,6 +444,49 @@ set_state(struct config *cf, const struct conf_key *k, const char *value,
 	return 0;
 }
 
+static int
+set_policy_service(struct config *cf, const struct conf_key *k,
+    const char *value, const char *where)
+{
+	const char *why = "not one word";
+
+	if (!valid_word(value) || policy_service_check(value, &why) == -1) {
+		conf_error(cf, "%s: %s: \"%s\": %s", where, k->name, value,
+		    why);
+		return -1;
+	}
+	set_string((char **)((char *)cf + k->offset), value);
+	return 0;
+}
+
+/*
+ * An action as a policy server would answer it, which the policy client
+ * applies when the server fails: DUNNO, or "451 4.3.5 Server
+ * configuration problem" to fail closed.  Printable ASCII, since -T
+ * prints it and a refusal puts it on an SMTP line.
+ */
+static int
+set_policy_action(struct config *cf, const struct conf_key *k,
+    const char *value, const char *where)
+{
+	struct relay_reply	 r;
+	const char		*note = "", *p;
+
+	for (p = value; *p != '\0'; p++)
+		if (*p < ' ' || *p >= 0x7f)
+			break;
+	if (*p != '\0' || p - value > POLICY_TEXT_MAX ||
+	    policy_action(value, &r, &note) == -1) {
+		conf_error(cf, "%s: %s: \"%s\" is not an action a policy "
+		    "server may answer (OK, DUNNO, REJECT [text], DEFER "
+		    "[text], DEFER_IF_PERMIT [text], 4NN text, 5NN text)",
+		    where, k->name, value);
+		return -1;
+	}
+	set_string((char **)((char *)cf + k->offset), value);
+	return 0;
+}
+
 int
 conf_set(struct config *cf, const char *key, const char *value,
     const char *where)
@@ -544,6 +595,10 @@ conf_set(struct config *cf, const char *key, const char *value,
 		}
 		*(uint64_t *)(base + k->offset) = n;
 		return 0;
+	case K_POLICY_SERVICE:
+		return set_policy_service(cf, k, value, where);
+	case K_POLICY_ACTION:
+		return set_policy_action(cf, k, value, where);
 	case K_PREFIXES:
 		if (strlen(value) > CONF_LINE_MAX ||
 		    net_prefix_list_match(value, NULL) == -1) {
@@ -740,6 +795,8 @@ conf_print(const struct config *cf, FILE *out)
 		case K_PREFIXES:
 		case K_DOMAINS:
 		case K_DELIMS:
+		case K_POLICY_SERVICE:
+		case K_POLICY_ACTION:
 			s = *(char *const *)(base + k->offset);
 			if (s == NULL)
 				fprintf(out, "%s\n", k->name);
@@ -868,6 +925,25 @@ check_state(struct config *cf)
 }
 
 /*
+ * The form of policy-service was checked while loading; here, whether it
+ * answers a connection now.  A server that is down is no configuration
+ * error (each query then takes policy-service-default-action, which
+ * says what that means), so only a warning.
+ */
+static void
+check_policy_service(const struct config *cf, FILE *report)
+{
+	char err[512];
+
+	if (cf->policy_service != NULL &&
+	    policy_probe(cf, err, sizeof(err)) == -1)
+		fprintf(report, "smtpauthd: warning: policy-service %s: %s "
+		    "(each query would take policy-service-default-action "
+		    "%s)\n", cf->policy_service, err,
+		    cf->policy_service_default_action);
+}
+
+/*
  * -t: beyond the syntax already checked while loading, is each thing the
  * configuration names usable?  Returns the number of problems.
  */
@@ -917,6 +993,7 @@ conf_check(struct config *cf, FILE *report)
 	check_arg_max(cf, report);
 	check_state(cf);
 	problems += policy_check(cf, report);
+	check_policy_service(cf, report);
 	if (cf->max_message_size > SIZE_MAX / 2)
 		conf_error(cf, "max-message-size %llu: too large for this "
 		    "machine", (unsigned long long)cf->max_message_size);
@@ -940,6 +1017,8 @@ conf_free(struct config *cf)
 		case K_PREFIXES:
 		case K_DOMAINS:
 		case K_DELIMS:
+		case K_POLICY_SERVICE:
+		case K_POLICY_ACTION:
 			free(*(char **)((char *)cf + conf_keys[i].offset));
 			break;
 		default:

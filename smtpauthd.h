@@ -121,6 +121,10 @@ struct config {
 	char		*sender_delimiter;
 	char		*sender_map;		/* NULL: none */
 	int		 sender_header_check;
+	char		*policy_service;	/* inet:HOST:PORT, unix:PATH;
+						   NULL: none */
+	uint64_t	 policy_service_timeout;
+	char		*policy_service_default_action;
 	int		 hostname_looked_up;	/* the default came from DNS */
 
 	/* Problems found while loading; reported by -t or at connection. */

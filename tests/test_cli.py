@@ -14,7 +14,9 @@ KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
         "auth-failure-delay", "timeout", "data-timeout", "sendmail-timeout",
         "auth-timeout", "sendmail-umask", "spool-dir", "privsep-user",
         "sender-policy", "sender-domains", "sender-delimiter", "sender-map",
-        "sender-header-check"]
+        "sender-header-check",
+        "policy-service", "policy-service-timeout",
+        "policy-service-default-action"]
 
 DEFAULTS = {
     "auth": "pam", "pam-service": "smtpauthd",
@@ -29,6 +31,8 @@ DEFAULTS = {
     "spool-dir": "/var/tmp", "privsep-user": "smtpauthd",
     "sender-policy": "own", "sender-domains": None, "sender-delimiter": "+",
     "sender-map": None, "sender-header-check": "no",
+    "policy-service": None, "policy-service-timeout": "10",
+    "policy-service-default-action": "DUNNO",
 }
 
 

@@ -3,7 +3,8 @@
  * base64 and SASL PLAIN, paths, the DATA state machine (byte by byte and
  * in random chunkings), command-line reading and its limits, log escaping,
  * the exit-status table, configuration values, the From:/Sender:
- * addresses of a message (header.c), the map files and the sender policy.
+ * addresses of a message (header.c), the map files and the sender policy,
+ * the policy client's request, reply and actions.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 
 #include "smtpauthd.h"
 #include "policy.h"
+#include "policy_client.h"
 
 static int ntests, nfailed;
 
@@ -968,6 +970,8 @@ test_header(void)
 	    "header: a read error");
 #undef HF
 #undef RECEIVED
+}
+
 /* ---- map files and the sender policy (map.c, policy.c) ---- */
 
 static char policy_dir[] = "/tmp/smtpauthd-unit.XXXXXX";
@@ -1353,6 +1357,362 @@ test_map_policy(void)
 		fprintf(stderr, "# could not remove %s\n", policy_dir);
 }
 
+/* ---- the policy client (policy_client.c) ---- */
+
+/* What Postfix 3.2 sends, in its order, for one RCPT of ours. */
+static const char policy_golden_rcpt[] =
+    "request=smtpd_access_policy\n"
+    "protocol_state=RCPT\n"
+    "protocol_name=ESMTP\n"
+    "helo_name=laptop.example\n"
+    "queue_id=0123456789ABCDEF\n"
+    "sender=alice@example.org\n"
+    "recipient=bob@example.net\n"
+    "recipient_count=0\n"
+    "client_address=192.0.2.7\n"
+    "client_name=unknown\n"
+    "reverse_client_name=unknown\n"
+    "instance=1234.5678.1\n"
+    "sasl_method=PLAIN\n"
+    "sasl_username=alice\n"
+    "sasl_sender=\n"
+    "size=1200\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=TLSv1.3\n"
+    "encryption_cipher=TLS_AES_256_GCM_SHA384\n"
+    "encryption_keysize=256\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "client_port=50123\n"
+    "policy_context=\n"
+    "server_address=198.51.100.1\n"
+    "server_port=587\n"
+    "\n";
+
+/* END-OF-MESSAGE with two recipients: no recipient, the count; <>. */
+static const char policy_golden_eom[] =
+    "request=smtpd_access_policy\n"
+    "protocol_state=END-OF-MESSAGE\n"
+    "protocol_name=ESMTP\n"
+    "helo_name=\n"
+    "queue_id=\n"
+    "sender=\n"
+    "recipient=\n"
+    "recipient_count=2\n"
+    "client_address=2001:db8::7\n"
+    "client_name=unknown\n"
+    "reverse_client_name=unknown\n"
+    "instance=\n"
+    "sasl_method=LOGIN\n"
+    "sasl_username=bob\n"
+    "sasl_sender=\n"
+    "size=54321\n"
+    "ccert_subject=\n"
+    "ccert_issuer=\n"
+    "ccert_fingerprint=\n"
+    "ccert_pubkey_fingerprint=\n"
+    "encryption_protocol=\n"
+    "encryption_cipher=\n"
+    "encryption_keysize=0\n"
+    "etrn_domain=\n"
+    "stress=\n"
+    "client_port=\n"
+    "policy_context=\n"
+    "server_address=\n"
+    "server_port=\n"
+    "\n";
+
+static int
+same_text(const char *what, const char *got, const char *want)
+{
+	size_t i;
+
+	if (strcmp(got, want) == 0)
+		return 1;
+	for (i = 0; got[i] == want[i]; i++)
+		;
+	fprintf(stderr, "# %s differs at offset %zu: got \"%.40s\", want "
+	    "\"%.40s\"\n", what, i, got + i, want + i);
+	return 0;
+}
+
+static void
+test_policy_request(void)
+{
+	struct policy_request	 rq;
+	char			 buf[POLICY_REQUEST_MAX], big[POLICY_REQUEST_MAX];
+	const char		*why = NULL;
+	size_t			 len = 0;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.state = POLICY_RCPT;
+	rq.helo_name = "laptop.example";
+	rq.queue_id = "0123456789ABCDEF";
+	rq.sender = "alice@example.org";
+	rq.recipient = "bob@example.net";
+	rq.client_address = "192.0.2.7";
+	rq.instance = "1234.5678.1";
+	rq.sasl_method = "PLAIN";
+	rq.sasl_username = "alice";
+	rq.size = 1200;
+	rq.encryption_protocol = "TLSv1.3";
+	rq.encryption_cipher = "TLS_AES_256_GCM_SHA384";
+	rq.encryption_keysize = 256;
+	rq.client_port = "50123";
+	rq.server_address = "198.51.100.1";
+	rq.server_port = "587";
+	ok(policy_format_request(&rq, buf, sizeof(buf), &len, &why) == 0 &&
+	    len == strlen(policy_golden_rcpt) &&
+	    same_text("RCPT request", buf, policy_golden_rcpt),
+	    "policy: RCPT request as Postfix sends it");
+
+	memset(&rq, 0, sizeof(rq));
+	rq.state = POLICY_END_OF_MESSAGE;
+	rq.sender = "";
+	rq.recipient_count = 2;
+	rq.client_address = "2001:db8::7";
+	rq.sasl_method = "LOGIN";
+	rq.sasl_username = "bob";
+	rq.size = 54321;
+	ok(policy_format_request(&rq, buf, sizeof(buf), &len, &why) == 0 &&
+	    same_text("END-OF-MESSAGE request", buf, policy_golden_eom),
+	    "policy: END-OF-MESSAGE request, null sender, empty unknowns");
+
+	rq.helo_name = "evil\nrequest=smtpd_access_policy";
+	why = NULL;
+	ok(policy_format_request(&rq, buf, sizeof(buf), &len, &why) == -1 &&
+	    why != NULL && strstr(why, "newline") != NULL,
+	    "policy: a value with LF is refused");
+	rq.helo_name = "evil\r";
+	ok(policy_format_request(&rq, buf, sizeof(buf), &len, &why) == -1,
+	    "policy: a value with CR is refused");
+	rq.helo_name = "ok";
+	rq.sasl_username = "x\n\nrequest=x";
+	ok(policy_format_request(&rq, buf, sizeof(buf), &len, &why) == -1,
+	    "policy: an empty line smuggled in a user name is refused");
+	rq.sasl_username = "bob";
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	rq.recipient = big;
+	ok(policy_format_request(&rq, buf, sizeof(buf), &len, &why) == -1 &&
+	    strstr(why, "too long") != NULL,
+	    "policy: a request over the buffer is refused, not cut");
+	rq.recipient = NULL;
+	ok(policy_format_request(&rq, buf, 100, &len, &why) == -1,
+	    "policy: a small buffer is refused");
+}
+
+static void
+test_policy_reply(void)
+{
+	static const struct {
+		const char	*in;
+		int		 want_rc;
+		const char	*want_action;
+	} t[] = {
+		{ "action=DUNNO\n\n", POLICY_REPLY_OK, "DUNNO" },
+		{ "action=REJECT go away\n\n", POLICY_REPLY_OK,
+		    "REJECT go away" },
+		{ "action=OK\r\n\r\n", POLICY_REPLY_OK, "OK" },
+		{ "x=1\naction=DEFER\ny=2\n\n", POLICY_REPLY_OK, "DEFER" },
+		{ "action=a=b\n\n", POLICY_REPLY_OK, "a=b" },
+		{ "action=OK\n\nleftover", POLICY_REPLY_OK, "OK" },
+		{ "action=", POLICY_REPLY_SHORT, NULL },
+		{ "action=OK\n", POLICY_REPLY_SHORT, NULL },
+		{ "", POLICY_REPLY_SHORT, NULL },
+		{ "\n", POLICY_REPLY_BAD, NULL },		/* no action */
+		{ "foo=bar\n\n", POLICY_REPLY_BAD, NULL },
+		{ "action=OK\naction=REJECT\n\n", POLICY_REPLY_BAD, NULL },
+		{ "garbage\n\n", POLICY_REPLY_BAD, NULL },
+		{ "=OK\n\n", POLICY_REPLY_BAD, NULL },
+		{ "HTTP/1.0 200 OK\n\n", POLICY_REPLY_BAD, NULL },
+		{ "ACTION=OK\n\n", POLICY_REPLY_BAD, NULL },	/* names: case */
+	};
+	char		 action[POLICY_REPLY_MAX], big[POLICY_REPLY_MAX + 10];
+	const char	*why;
+	size_t		 i;
+	int		 rc;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		why = NULL;
+		action[0] = '\0';
+		rc = policy_parse_reply(t[i].in, strlen(t[i].in), action,
+		    sizeof(action), &why);
+		ok(rc == t[i].want_rc && (t[i].want_action == NULL ||
+		    strcmp(action, t[i].want_action) == 0) &&
+		    (rc != POLICY_REPLY_BAD || why != NULL),
+		    "policy reply %zu: %d (want %d) action \"%s\"", i, rc,
+		    t[i].want_rc, rc == POLICY_REPLY_OK ? action : "");
+	}
+	ok(policy_parse_reply("action=OK\0\n\n", 12, action, sizeof(action),
+	    &why) == POLICY_REPLY_BAD, "policy reply: NUL refused");
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "action=", 7);
+	ok(policy_parse_reply(big, POLICY_REPLY_MAX, action, sizeof(action),
+	    &why) == POLICY_REPLY_BAD, "policy reply: over the bound");
+	ok(policy_parse_reply(big, POLICY_REPLY_MAX - 1, action,
+	    sizeof(action), &why) == POLICY_REPLY_SHORT,
+	    "policy reply: just under the bound, more may come");
+	ok(policy_parse_reply("action=OK REJECT\n\n", 18, action, 4, &why) ==
+	    POLICY_REPLY_BAD, "policy reply: action longer than its room");
+}
+
+static void
+test_policy_actions(void)
+{
+	static const struct {
+		const char	*action;
+		int		 want_rc;
+		int		 want_code;
+		const char	*want_text;
+	} t[] = {
+		{ "OK", POLICY_PASS, 0, NULL },
+		{ "DUNNO", POLICY_PASS, 0, NULL },
+		{ "dunno", POLICY_PASS, 0, NULL },
+		{ "OK fine", POLICY_PASS, 0, NULL },
+		{ "WARN watch this", POLICY_PASS, 0, NULL },
+		{ "INFO note", POLICY_PASS, 0, NULL },
+		{ "PREPEND X-Policy: yes", POLICY_PASS, 0, NULL },
+		{ "DEFER_IF_REJECT maybe", POLICY_PASS, 0, NULL },
+		{ "REJECT", POLICY_DENY, 554, "5.7.1 Access denied" },
+		{ "REJECT Go away", POLICY_DENY, 554, "5.7.1 Go away" },
+		{ "reject  spaced", POLICY_DENY, 554, "5.7.1 spaced" },
+		{ "REJECT 5.7.0 Own code", POLICY_DENY, 554, "5.7.0 Own code" },
+		{ "REJECT 4.7.0 Wrong class", POLICY_DENY, 554,
+		    "5.7.0 Wrong class" },
+		{ "DEFER", POLICY_DENY, 450, "4.7.1 Access denied" },
+		{ "DEFER try later", POLICY_DENY, 450, "4.7.1 try later" },
+		{ "DEFER_IF_PERMIT", POLICY_DENY, 450,
+		    "4.7.1 Service unavailable" },
+		{ "defer_if_permit Rate limit reach, retry later", POLICY_DENY,
+		    450, "4.7.1 Rate limit reach, retry later" },
+		{ "550 No such user here", POLICY_DENY, 550,
+		    "5.7.1 No such user here" },
+		{ "550 5.1.1 No such user", POLICY_DENY, 550,
+		    "5.1.1 No such user" },
+		{ "451 4.3.5 Server configuration problem", POLICY_DENY, 451,
+		    "4.3.5 Server configuration problem" },
+		{ "421 closing", POLICY_DENY, 421, "4.7.1 closing" },
+		{ "450", POLICY_DENY, 450, "4.7.1 Access denied" },
+		{ "554 5.7.1", POLICY_DENY, 554, "5.7.1 Access denied" },
+		{ "550 5.1.1x not a code", POLICY_DENY, 550,
+		    "5.7.1 5.1.1x not a code" },
+		{ "REJECT bad\001char\x7f", POLICY_DENY, 554,
+		    "5.7.1 bad?char?" },
+		{ "250 fine", -1, 0, NULL },
+		{ "350 what", -1, 0, NULL },
+		{ "5500 long", -1, 0, NULL },
+		{ "55 short", -1, 0, NULL },
+		{ "HOLD", -1, 0, NULL },
+		{ "DISCARD", -1, 0, NULL },
+		{ "REDIRECT a@b", -1, 0, NULL },
+		{ "FILTER smtp:x", -1, 0, NULL },
+		{ "BCC a@b", -1, 0, NULL },
+		{ "permit", -1, 0, NULL },
+		{ "OKAY", -1, 0, NULL },
+		{ "", -1, 0, NULL },
+		{ " REJECT", -1, 0, NULL },
+	};
+	struct relay_reply	 r;
+	const char		*note;
+	char			 longtext[600];
+	size_t			 i;
+	int			 rc;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		memset(&r, 0, sizeof(r));
+		rc = policy_action(t[i].action, &r, &note);
+		ok(rc == t[i].want_rc && (rc != POLICY_DENY ||
+		    (r.code == t[i].want_code &&
+		    strcmp(r.text, t[i].want_text) == 0)),
+		    "policy action \"%s\" -> %d %d %s", t[i].action, rc,
+		    r.code, r.text);
+	}
+	ok(policy_action("WARN x", &r, &note) == POLICY_PASS && note != NULL,
+	    "policy action: WARN passes with a note for the log");
+	ok(policy_action("DUNNO", &r, &note) == POLICY_PASS && note == NULL,
+	    "policy action: DUNNO passes quietly");
+	memcpy(longtext, "REJECT ", 7);
+	memset(longtext + 7, 'y', sizeof(longtext) - 8);
+	longtext[sizeof(longtext) - 1] = '\0';
+	ok(policy_action(longtext, &r, &note) == POLICY_DENY &&
+	    strlen(r.text) == 6 + POLICY_TEXT_MAX,
+	    "policy action: long text cut to %d octets", POLICY_TEXT_MAX);
+	ok(policy_action("REJECT trailing   ", &r, &note) == POLICY_DENY &&
+	    strcmp(r.text, "5.7.1 trailing") == 0,
+	    "policy action: no blanks at the end of the line");
+}
+
+static void
+test_policy_conf(void)
+{
+	static const struct { const char *spec; int want; } specs[] = {
+		{ "inet:127.0.0.1:10031", 0 },
+		{ "inet:localhost:10031", 0 },
+		{ "inet:[::1]:10031", 0 },
+		{ "inet:[2001:db8::5]:policy-srv", 0 },
+		{ "inet:policy.example.org:9998", 0 },
+		{ "unix:/run/policyd/policy.sock", 0 },
+		{ "inet:::1:10031", -1 },
+		{ "inet:127.0.0.1", -1 },
+		{ "inet:127.0.0.1:", -1 },
+		{ "inet:127.0.0.1:0", -1 },
+		{ "inet:127.0.0.1:65536", -1 },
+		{ "inet:127.0.0.1:01", -1 },
+		{ "inet::10031", -1 },
+		{ "inet:[]:10031", -1 },
+		{ "inet:[::1]10031", -1 },
+		{ "inet:[x::1]:10031", -1 },
+		{ "inet:-host:1", -1 },
+		{ "unix:relative/path", -1 },
+		{ "unix:", -1 },
+		{ "unix:/a\tb", -1 },
+		{ "tcp:127.0.0.1:1", -1 },
+		{ "127.0.0.1:10031", -1 },
+	};
+	struct config	 cf;
+	const char	*why;
+	char		 longpath[200];
+	size_t		 i;
+
+	for (i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+		why = NULL;
+		ok(policy_service_check(specs[i].spec, &why) == specs[i].want &&
+		    (specs[i].want == 0 || why != NULL),
+		    "policy-service %s: %s", specs[i].spec,
+		    specs[i].want == 0 ? "accepted" : "refused");
+	}
+	memcpy(longpath, "unix:/", 6);
+	memset(longpath + 6, 'p', sizeof(longpath) - 7);
+	longpath[sizeof(longpath) - 1] = '\0';
+	ok(policy_service_check(longpath, &why) == -1,
+	    "policy-service: a path too long for sun_path");
+
+	conf_defaults(&cf);
+	ok(cf.policy_service == NULL && cf.policy_service_timeout == 10 &&
+	    strcmp(cf.policy_service_default_action, "DUNNO") == 0,
+	    "policy: defaults unset, 10, DUNNO");
+	ok(conf_set(&cf, "policy-service-default-action",
+	    "451 4.3.5 Server configuration problem", "t") == 0,
+	    "policy: Postfix's fail-closed default accepted");
+	ok(conf_set(&cf, "policy-service-default-action", "HOLD", "t") == -1 &&
+	    conf_set(&cf, "policy-service-default-action", "250 ok", "t") ==
+	    -1 && conf_set(&cf, "policy-service-default-action",
+	    "REJECT \001", "t") == -1,
+	    "policy: default actions that are not valid are refused");
+	ok(conf_set(&cf, "policy-service", "inet:127.0.0.1:10031", "t") == 0 &&
+	    strcmp(cf.policy_service, "inet:127.0.0.1:10031") == 0 &&
+	    conf_set(&cf, "policy-service", "inet:127.0.0.1", "t") == -1,
+	    "policy: policy-service form checked");
+	ok(conf_set(&cf, "policy-service-timeout", "0", "t") == -1 &&
+	    conf_set(&cf, "policy-service-timeout", "2", "t") == 0,
+	    "policy: timeout bounds");
+	conf_free(&cf);
+}
+
 int
 main(void)
 {
@@ -1366,6 +1726,10 @@ main(void)
 	test_prefixes();
 	test_header();
 	test_map_policy();
+	test_policy_request();
+	test_policy_reply();
+	test_policy_actions();
+	test_policy_conf();
 	printf("1..%d\n", ntests);
 	return nfailed != 0;
 }
