@@ -31,7 +31,8 @@ SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
-       addr.c privsep.c authproc.c prefix.c state.c state_sqlite.c limits.c
+       addr.c privsep.c authproc.c prefix.c state.c state_sqlite.c limits.c \
+       proctitle.c msgid.c
 HDRS = smtpauthd.h state.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
