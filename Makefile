@@ -33,7 +33,7 @@ SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
        addr.c privsep.c chan.c monitor.c sandbox.c authproc.c prefix.c \
        state.c state_sqlite.c limits.c sending.c header.c map.c policy.c \
-       policy_client.c
+       policy_client.c proctitle.c msgid.c
 HDRS = smtpauthd.h state.h chan.h policy.h policy_client.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)

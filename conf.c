@@ -47,6 +47,7 @@ static const char *const inject_names[] = { "envelope", "headers", NULL };
 static const char *const tls_version_names[] = { "1.2", "1.3", NULL };
 static const char *const sender_policy_names[] = { "own", "map", "any",
     NULL };
+static const char *const received_client_names[] = { "show", "hide", NULL };
 
 #define OFF(f)	offsetof(struct config, f)
 /* Windows longer than a year remember more than anyone means to. */
@@ -70,6 +71,9 @@ static const struct conf_key conf_keys[] = {
 	{ "sendmail", K_PATH, OFF(sendmail), 0, 0, NULL,
 	    "/usr/sbin/sendmail", NULL },
 	{ "inject", K_ENUM, OFF(inject), 0, 0, inject_names, "envelope", NULL },
+	/* hide: a roaming user's home address is not in every message */
+	{ "received-client", K_ENUM, OFF(received_client), 0, 0,
+	    received_client_names, "show", NULL },
 	{ "max-message-size", K_UINT, OFF(max_message_size), 1,
 	    UINT64_C(1) << 40, NULL, "36700160", NULL },
 	/* RCPTS_MAX: all recipients must fit in one argv (smtpauthd.h) */

@@ -142,7 +142,19 @@ rfc5322_date(char *buf, size_t size)
 		snprintf(buf, size, "Thu, 01 Jan 1970 00:00:00 +0000");
 }
 
-/* The header, LF line ends as in the rest of the spool. */
+/*
+ * The header, LF line ends as in the rest of the spool.
+ *
+ * With received-client hide there is no "from" clause at all, neither
+ * the HELO name nor the address: "Received: by HOST (smtpauthd) with
+ * ESMTPSA id ID ...".  RFC 5321 4.4 wants the clause from a relay that
+ * passes on mail it got over SMTP; here a message enters the mail system
+ * (RFC 6409 submission), as mail handed to an MTA's own sendmail does,
+ * and MTAs stamp that with "by" alone (Postfix's pickup writes
+ * "Received: by HOST (Postfix, from userid N)").  RFC 5322 3.6.7 allows
+ * it.  A made-up clause ("from localhost", "[127.0.0.1]") would state
+ * something false to whoever reads the trace.  The log keeps both.
+ */
 int
 relay_received(const struct config *cf, int fd, const char *helo,
     const char *peer, const char *queue_id, const char *user,
@@ -150,6 +162,7 @@ relay_received(const struct config *cf, int fd, const char *helo,
 {
 	char	 safe_helo[HOSTNAME_MAX + 1], safe_user[AUTH_USER_MAX + 1];
 	char	 date[64], forpart[SMTP_PATH_MAX + 16], hdr[2048];
+	char	 frompart[HOSTNAME_MAX + PEER_MAX + 32];
 	int	 n;
 
 	header_safe(helo, safe_helo, sizeof(safe_helo));
@@ -159,13 +172,17 @@ relay_received(const struct config *cf, int fd, const char *helo,
 	if (env->nrcpts == 1)
 		snprintf(forpart, sizeof(forpart), "\n\tfor <%s>",
 		    env->rcpts[0]);
-	/* RFC 5321 4.1.3: an IPv6 address literal is tagged "IPv6:". */
+	if (cf->received_client == RECEIVED_HIDE)
+		snprintf(frompart, sizeof(frompart), "by");
+	else
+		/* RFC 5321 4.1.3: an IPv6 address literal is tagged "IPv6:". */
+		snprintf(frompart, sizeof(frompart), "from %s ([%s%s])\n\tby",
+		    safe_helo[0] != '\0' ? safe_helo : "unknown",
+		    strchr(peer, ':') != NULL ? "IPv6:" : "", peer);
 	n = snprintf(hdr, sizeof(hdr),
-	    "Received: from %s ([%s%s])\n"
-	    "\tby %s (smtpauthd) with %s id %s%s%s\n"
+	    "Received: %s %s (smtpauthd) with %s id %s%s%s\n"
 	    "\t(authenticated user %s)%s; %s\n",
-	    safe_helo[0] != '\0' ? safe_helo : "unknown",
-	    strchr(peer, ':') != NULL ? "IPv6:" : "", peer,
+	    frompart,
 	    cf->hostname, tls_info != NULL ? "ESMTPSA" : "ESMTPA", queue_id,
 	    tls_info != NULL ? "\n\t" : "", tls_info != NULL ? tls_info : "",
 	    safe_user, forpart, date);

@@ -33,6 +33,12 @@ struct session {
 	char			 user[AUTH_USER_MAX + 1];
 	int			 in_mail;
 	struct envelope		 env;
+	/*
+	 * The transaction's, made when MAIL is accepted ("" outside one):
+	 * its refusals, the Received: header, sendmail's log lines and the
+	 * queued line all name it, so grep id= finds the whole story.
+	 */
+	char			 queue_id[QUEUE_ID_LEN + 1];
 	uint64_t		 errors;
 	uint64_t		 auth_failures;
 	uint64_t		 commands;
@@ -117,10 +123,33 @@ static void
 reply(struct session *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * A refusal's log line.  The keys fail2ban filters and scripts read come
+ * first, in their old order; from= (once MAIL was accepted) and id= (once
+ * the transaction has one) follow, so that a refused recipient is found
+ * with the sender and the queue id of its transaction.
+ */
+static void
+log_rejected(const struct session *s, int code, const char *text)
+{
+	char	 esc_user[ESC_MAX], esc_from[ESC_MAX], from[ESC_MAX + 8];
+	char	 id[QUEUE_ID_LEN + 8];
+
+	from[0] = id[0] = '\0';
+	if (s->in_mail)
+		snprintf(from, sizeof(from), " from=<%s>", log_escape(
+		    s->env.sender, esc_from, sizeof(esc_from)));
+	if (s->queue_id[0] != '\0')
+		snprintf(id, sizeof(id), " id=%s", s->queue_id);
+	log_msg(LOG_INFO, "rejected ip=%s user=%s cmd=%s reply=\"%d %s\"%s%s",
+	    s->peer, log_escape(user_or_dash(s), esc_user, sizeof(esc_user)),
+	    s->log_cmd, code, text, from, id);
+}
+
 static void
 reply(struct session *s, int code, const char *fmt, ...)
 {
-	char	 text[512], esc[ESC_MAX];
+	char	 text[512];
 	va_list	 ap;
 
 	va_start(ap, fmt);
@@ -129,9 +158,7 @@ reply(struct session *s, int code, const char *fmt, ...)
 	va_end(ap);
 	io_printf(s->io, "%d %s\r\n", code, text);
 	if (code >= 400 && s->log_cmd != NULL)
-		log_msg(LOG_INFO, "rejected ip=%s user=%s cmd=%s reply=\"%d %s\"",
-		    s->peer, log_escape(user_or_dash(s), esc, sizeof(esc)),
-		    s->log_cmd, code, text);
+		log_rejected(s, code, text);
 }
 
 static void
@@ -214,6 +241,7 @@ envelope_reset(struct session *s)
 	free(s->env.rcpts);
 	memset(&s->env, 0, sizeof(s->env));
 	s->in_mail = 0;
+	s->queue_id[0] = '\0';
 }
 
 /* ---- HELO, EHLO and the rest of the small verbs ---- */
@@ -609,6 +637,8 @@ auth_run(struct session *s, struct auth_attempt *a)
 	if (rc == AUTH_OK) {
 		s->authenticated = 1;
 		snprintf(s->user, sizeof(s->user), "%s", canon);
+		/* ps and pgrep -f find a user's connections (proctitle.c). */
+		proc_title_set_confined("smtpauthd: %s@%s", s->user, s->peer);
 		reply(s, 235, "2.7.0 Authentication successful");
 	} else if (rc == AUTH_GONE)
 		close_session(s, "eof");	/* not a failure: no one to tell */
@@ -645,6 +675,14 @@ cmd_auth(struct session *s, char *arg)
 		return;
 	}
 	if (!auth_offered(s)) {
+		/*
+		 * Logged as a refusal (rejected ... cmd=AUTH), not as an
+		 * auth line: no password was checked, and fail2ban's filter
+		 * must not count a client that forgot STARTTLS as a guess.
+		 * Its sysadmin learns which client sends credentials in
+		 * the clear.
+		 */
+		s->log_cmd = "AUTH";
 		reply_error(s, 538, "5.7.11 Encryption required for requested "
 		    "authentication mechanism");
 		return;
@@ -885,6 +923,7 @@ cmd_mail(struct session *s, char *arg)
 		return;
 	}
 	s->in_mail = 1;
+	make_queue_id(s->queue_id);
 	reply(s, rr.code, "%s", rr.text);
 }
 
@@ -933,10 +972,11 @@ cmd_rcpt(struct session *s, char *arg)
 /* ---- DATA ---- */
 
 struct spool {
-	int	 fd;
-	char	*buf;
-	size_t	 len;
-	int	 failed;
+	int			 fd;
+	char			*buf;
+	size_t			 len;
+	int			 failed;
+	struct msgid_scan	 msgid;	/* looks at what passes, once */
 };
 
 static int
@@ -966,6 +1006,7 @@ spool_sink(void *arg, const char *buf, size_t len)
 {
 	struct spool *sp = arg;
 
+	msgid_feed(&sp->msgid, buf, len);
 	if (sp->len + len > SPOOL_BUF_SIZE && spool_flush(sp) == -1)
 		return -1;
 	memcpy(sp->buf + sp->len, buf, len);
@@ -1026,12 +1067,34 @@ data_verdict(const struct data_parser *dp, const struct spool *sp, int *code)
 	return NULL;
 }
 
+/*
+ * The queued line's msgid=: escaped as one token, "..." when cut (at
+ * MSGID_MAX octets, or by the escape), "-" when the message has none.
+ */
+static const char *
+msgid_for_log(struct msgid_scan *m, char *buf, size_t size)
+{
+	const char	*v = msgid_value(m);
+	size_t		 len;
+
+	if (v == NULL)
+		return "-";
+	log_escape(v, buf, size);
+	len = strlen(buf);
+	if (m->cut && (len < 3 || strcmp(buf + len - 3, "...") != 0) &&
+	    len + 4 <= size)
+		memcpy(buf + len, "...", 4);
+	return buf;
+}
+
 static void
 data_deliver(struct session *s, int spool_fd, const char *queue_id,
-    uint64_t size)
+    uint64_t size, struct msgid_scan *msgid)
 {
 	struct relay_reply	 rr;
 	char			 esc_user[ESC_MAX], esc_from[ESC_MAX];
+	char			 esc_msgid[ESC_MAX], esc_to[ESC_MAX];
+	size_t			 i;
 
 	s->backend->submit(s->cf, &s->env, spool_fd, s->user, queue_id, &rr);
 	reply(s, rr.code, "%s", rr.text);
@@ -1044,10 +1107,18 @@ data_deliver(struct session *s, int spool_fd, const char *queue_id,
 	 */
 	s->junk = 0;
 	log_msg(LOG_INFO, "queued id=%s user=%s from=<%s> nrcpt=%zu size=%llu "
-	    "ip=%s tls=%s", queue_id, log_escape(s->user, esc_user,
+	    "ip=%s tls=%s msgid=%s", queue_id, log_escape(s->user, esc_user,
 	    sizeof(esc_user)), log_escape(s->env.sender, esc_from,
 	    sizeof(esc_from)), s->env.nrcpts, (unsigned long long)size,
-	    s->peer, s->tls_version);
+	    s->peer, s->tls_version, msgid_for_log(msgid, esc_msgid,
+	    sizeof(esc_msgid)));
+	/*
+	 * One line each, in RCPT order: "who sent to this address, when,
+	 * from where" is a grep for to=<...>, then one for its id=.
+	 */
+	for (i = 0; i < s->env.nrcpts; i++)
+		log_msg(LOG_INFO, "recipient id=%s to=<%s>", queue_id,
+		    log_escape(s->env.rcpts[i], esc_to, sizeof(esc_to)));
 }
 
 static void
@@ -1065,7 +1136,9 @@ cmd_data(struct session *s, char *arg)
 		return;
 	}
 	memset(&sp, 0, sizeof(sp));
-	make_queue_id(queue_id);
+	msgid_init(&sp.msgid);
+	/* A copy: envelope_reset() clears the session's at the end. */
+	memcpy(queue_id, s->queue_id, sizeof(queue_id));
 	tls_info[0] = '\0';
 	if (s->io->tls != NULL)
 		snprintf(tls_info, sizeof(tls_info), "(using %s with cipher %s)",
@@ -1089,7 +1162,7 @@ cmd_data(struct session *s, char *arg)
 		if ((verdict = data_verdict(&dp, &sp, &code)) != NULL)
 			reply(s, code, "%s", verdict);
 		else
-			data_deliver(s, sp.fd, queue_id, dp.size);
+			data_deliver(s, sp.fd, queue_id, dp.size, &sp.msgid);
 	}
 	close(sp.fd);
 	free(sp.buf);

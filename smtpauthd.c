@@ -358,6 +358,8 @@ main(int argc, char *argv[])
 	struct rlimit	 nocore = { 0, 0 };
 	sigset_t	 none;
 
+	/* Before anything keeps a pointer into argv or the environment. */
+	proc_title_init(argc, argv);
 	sanitise_fds();
 	stderr_off_the_socket();
 	umask(077);

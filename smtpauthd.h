@@ -64,6 +64,8 @@ enum tls_mode { TLS_UNSET, TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 enum inject_mode { INJECT_ENVELOPE, INJECT_HEADERS };
 enum tls_version { TLS_V1_2, TLS_V1_3 };
 enum sender_policy { SENDER_OWN, SENDER_MAP, SENDER_ANY };
+/* What Received: says of the client: its HELO and address, or nothing. */
+enum received_client { RECEIVED_SHOW, RECEIVED_HIDE };
 
 /* A limit: count things within window seconds; count 0 is off. */
 struct rate {
@@ -92,6 +94,7 @@ struct config {
 	char		*tls_ciphers;		/* NULL: our default */
 	char		*sendmail;
 	enum inject_mode inject;
+	enum received_client received_client;
 	uint64_t	 max_message_size;
 	uint64_t	 max_recipients;
 	uint64_t	 max_auth_failures;
@@ -162,6 +165,22 @@ int64_t	  now_ms(void);
 int64_t	  login_grace_deadline(const struct config *);
 void	  sleep_until(int64_t deadline_ms);
 void	  make_queue_id(char id[QUEUE_ID_LEN + 1]);
+
+/*
+ * ---- the process title (proctitle.c) ----
+ * proc_title_init: first thing in main, with main's argc and argv (which it
+ * repoints at copies).  proc_title_set: the title ps shows and the short
+ * name (PR_SET_NAME); for processes without the seccomp filter (the
+ * monitor).  proc_title_set_confined: the title only, no system call; for
+ * the confined session.
+ */
+#define PROC_TITLE_MAX	512
+
+void	 proc_title_init(int argc, char **argv);
+void	 proc_title_set(const char *fmt, ...)
+	    __attribute__((format(printf, 1, 2)));
+void	 proc_title_set_confined(const char *fmt, ...)
+	    __attribute__((format(printf, 1, 2)));
 
 /* ---- connection I/O (io.c) ---- */
 
@@ -257,6 +276,28 @@ struct data_parser {
 void	 data_init(struct data_parser *, uint64_t max_size, data_sink, void *);
 size_t	 data_feed(struct data_parser *, const char *buf, size_t len);
 int	 data_done(const struct data_parser *);
+
+/* ---- the Message-ID of a message being spooled (msgid.c) ---- */
+
+#define MSGID_MAX	250	/* octets of the value kept; the rest is cut */
+
+enum msgid_state { MSGID_BOL, MSGID_NAME, MSGID_VALUE, MSGID_DONE };
+
+struct msgid_scan {
+	enum msgid_state state;
+	size_t		 name_len;	/* octets of "message-id" matched */
+	int		 name_ok;	/* the field name may still be it */
+	int		 name_blank;	/* blanks after the name */
+	int		 capturing;	/* inside the first Message-ID: field */
+	int		 found;
+	int		 cut;		/* the value was longer than MSGID_MAX */
+	size_t		 len;
+	char		 value[MSGID_MAX + 1];
+};
+
+void	 msgid_init(struct msgid_scan *);
+void	 msgid_feed(struct msgid_scan *, const char *buf, size_t len);
+const char *msgid_value(struct msgid_scan *);
 
 /* ---- addresses and MAIL/RCPT parameters (addr.c) ---- */
 

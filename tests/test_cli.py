@@ -9,7 +9,8 @@ import pytest
 from smtptest import HOSTNAME, REPO, check
 
 KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
-        "tls", "tls-cert", "tls-key", "sendmail", "inject", "max-message-size",
+        "tls", "tls-cert", "tls-key", "sendmail", "inject", "received-client",
+        "max-message-size",
         "max-recipients", "max-auth-failures", "max-errors",
         "auth-failure-delay", "timeout", "data-timeout", "sendmail-timeout",
         "auth-timeout", "sendmail-umask", "spool-dir", "privsep-user",
@@ -23,6 +24,7 @@ DEFAULTS = {
     "passwd-file": "/etc/smtpauthd/passwd", "auth-require-tls": "yes",
     "tls": "none", "tls-cert": None, "tls-key": None,
     "sendmail": "/usr/sbin/sendmail", "inject": "envelope",
+    "received-client": "show",
     "max-message-size": "36700160", "max-recipients": "100",
     "max-auth-failures": "3", "max-errors": "10", "auth-failure-delay": "2",
     "timeout": "300", "data-timeout": "600", "sendmail-timeout": "300",
@@ -109,6 +111,7 @@ BAD_LINES = [
     ("auth-require-tls", "auth-require-tls maybe", "auth-require-tls"),
     ("tls", "tls sometimes", "tls"),
     ("inject", "inject smtp", "inject"),
+    ("received-client", "received-client anonymous", "received-client"),
     ("size-word", "max-message-size big", "max-message-size"),
     ("size-negative", "max-message-size -1", "max-message-size"),
     ("size-overflow", "max-message-size 99999999999999999999999", "max-message-size"),

@@ -128,6 +128,9 @@ def run_log(stage):
               535)
         check(attempt(env, "192.0.2.13", "alice", "", "malformed"), 501)
         check(attempt(env, "192.0.2.14", "alice", "", "cancelled"), 501)
+        # AUTH before TLS: a refusal line, never a guess (no password read)
+        check(attempt(env, "192.0.2.15", "alice", alice,
+                      auth_require_tls="yes"), 538)
 
         env = new_env()                     # PAM: a wrong password, a success
         env.use_pam()
@@ -225,7 +228,8 @@ def test_the_run_has_every_kind_of_line(log_file):
     real = [l for _, l in lines if "smtpauthd[4242]" not in l]
     for what in ("blocked ip=203.0.113.30 reason=auth-limit-ip",
                  "blocked user=carol ip=203.0.113.31 reason=auth-limit-user",
-                 "limit reached ip:203.0.113.30 reason=auth-limit-ip"):
+                 "limit reached ip:203.0.113.30 reason=auth-limit-ip",
+                 "rejected ip=192.0.2.15 user=- cmd=AUTH reply=\"538 "):
         assert any(what in l for l in real), (what, real)
 
 

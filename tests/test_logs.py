@@ -20,7 +20,8 @@ def test_event_sequence(env):
     assert c.finish() == 0
     ev = log_events(c.log)
     verbs = [e.split(" ", 1)[0] for e in ev]
-    assert verbs == ["connect", "auth", "queued", "rejected", "disconnect"], c.log
+    assert verbs == ["connect", "auth", "queued", "recipient", "recipient",
+                     "rejected", "disconnect"], c.log
     assert kv(ev[0])["ip"] == PEER
     a = kv(ev[1])
     assert ev[1].startswith("auth ok ") and a["user"] == "alice" and \
@@ -30,12 +31,15 @@ def test_event_sequence(env):
     assert (q["user"], q["from"], q["nrcpt"], q["ip"]) == \
         ("alice", "<alice@example.org>", "2", PEER), ev[2]
     assert re.fullmatch(r"\d+", q["size"]) and int(q["size"]) > 0
-    r = kv(ev[3])
-    assert (r["ip"], r["user"], r["cmd"]) == (PEER, "alice", "RCPT"), ev[3]
-    assert r["reply"].startswith("553 5.1.3"), ev[3]
-    d = kv(ev[4])
+    assert [kv(e) for e in ev[3:5]] == [
+        {"id": q["id"], "to": "<a@example.net>"},
+        {"id": q["id"], "to": "<b@example.net>"}], ev
+    r = kv(ev[5])
+    assert (r["ip"], r["user"], r["cmd"]) == (PEER, "alice", "RCPT"), ev[5]
+    assert r["reply"].startswith("553 5.1.3"), ev[5]
+    d = kv(ev[6])
     assert (d["ip"], d["user"], d["reason"], d["messages"]) == \
-        (PEER, "alice", "quit", "1"), ev[4]
+        (PEER, "alice", "quit", "1"), ev[6]
     assert re.fullmatch(r"\d+", d["commands"])
 
 

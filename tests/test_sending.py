@@ -15,6 +15,7 @@ from smtptest import PEER, check, find_events, kv
 LIMITED = "4.7.1 Sending rate limit exceeded, try later"
 SUSPENDED = "5.7.1 Account suspended from sending; contact postmaster"
 OFF = {"user_recipient_limit": "0", "user_message_limit": "0"}
+DEFAULTS = {"user_recipient_limit": None, "user_message_limit": None}
 
 
 def limits(**kw):
@@ -149,7 +150,7 @@ def test_end_of_data_checks_again(env):
 
 def test_default_limits(env):
     """The defaults are on: 30 messages a minute."""
-    c = env.session()
+    c = env.session(conf=DEFAULTS)
     for i in range(30):
         check(send(c, ["r@example.net"]), 250)
     check(c.mail("alice@example.org"), 451, "4.7.1")

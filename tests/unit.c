@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1713,6 +1714,101 @@ test_policy_conf(void)
 	conf_free(&cf);
 }
 
+/* The Message-ID scanner, whole and one octet at a time (msgid.c). */
+static const char *
+scan_msgid(const char *msg, int bytewise, struct msgid_scan *m)
+{
+	size_t i, len = strlen(msg);
+
+	msgid_init(m);
+	if (bytewise)
+		for (i = 0; i < len; i++)
+			msgid_feed(m, msg + i, 1);
+	else
+		msgid_feed(m, msg, len);
+	return msgid_value(m);
+}
+
+static void
+test_msgid(void)
+{
+	static const struct {
+		const char	*msg;
+		const char	*want;	/* NULL: none */
+	} cases[] = {
+		{ "Message-ID: <a@b>\nSubject: x\n\nbody\n", "<a@b>" },
+		{ "MESSAGE-id:<a@b>\n\n", "<a@b>" },
+		{ "Message-ID :  <a@b> \t\n\n", "<a@b>" },
+		{ "Subject: x\n y\nMessage-ID:\n\t<fold@b>\n\n", "<fold@b>" },
+		{ "Message-ID: <a\n @b>\n\n", "<a @b>" },
+		{ "Message-ID: <1@b>\nMessage-ID: <2@b>\n\n", "<1@b>" },
+		{ "Subject: x\n\nMessage-ID: <body@b>\n", NULL },
+		{ "\nMessage-ID: <body@b>\n", NULL },
+		{ "Message-IDs: <no@b>\n\n", NULL },
+		{ "Message-I: <no@b>\n\n", NULL },
+		{ "X-Message-ID: <no@b>\n\n", NULL },
+		{ "Message ID: <no@b>\n\n", NULL },
+		{ "Message-ID:\n\n", NULL },
+		{ "Message-ID: <end@b>", "<end@b>" },
+		{ "no colon here\nMessage-ID: <after@b>\n\n", "<after@b>" },
+		{ "Subject: a\n Message-ID: <folded.into.subject@b>\n\n", NULL },
+		{ "", NULL },
+	};
+	struct msgid_scan	 m;
+	const char		*got;
+	char			 big[2 * MSGID_MAX];
+	size_t			 i;
+	int			 bytewise, good;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		for (bytewise = 0; bytewise < 2; bytewise++) {
+			got = scan_msgid(cases[i].msg, bytewise, &m);
+			good = cases[i].want == NULL ? got == NULL :
+			    got != NULL && strcmp(got, cases[i].want) == 0;
+			ok(good, "msgid: case %zu%s", i, bytewise ?
+			    " (octet by octet)" : "");
+		}
+	/* Bounded: a long one is cut at MSGID_MAX and says so. */
+	memset(big, 'x', sizeof(big) - 1);
+	memcpy(big, "Message-ID: <", 13);
+	big[sizeof(big) - 1] = '\0';
+	got = scan_msgid(big, 0, &m);
+	ok(got != NULL && strlen(got) + 1 >= MSGID_MAX && m.cut &&
+	    strncmp(got, "<xxx", 4) == 0, "msgid: cut at MSGID_MAX");
+	got = scan_msgid("Message-ID: <short@b>\n\n", 0, &m);
+	ok(got != NULL && !m.cut, "msgid: short one not marked cut");
+}
+
+/* proc_title_*: the argv area is overwritten, argv itself moved. */
+static void
+test_proc_title(void)
+{
+	char	 area[] = "prog\0-f\0some.conf", name[32];
+	char	*argv[] = { area, area + 5, area + 8, NULL };
+	FILE	*comm = NULL;
+
+	proc_title_init(3, argv);
+	ok(argv[0] != area && strcmp(argv[0], "prog") == 0 &&
+	    strcmp(argv[2], "some.conf") == 0, "proctitle: argv copied");
+	proc_title_set_confined("smtpauthd: %s", "x\ny");
+	ok(memcmp(area, "smtpauthd: x?y\0\0\0\0", sizeof(area)) == 0,
+	    "proctitle: written, control characters replaced, NUL padded");
+	proc_title_set_confined("%s", "a-title-longer-than-the-area");
+	ok(memcmp(area, "a-title-longer-th\0", sizeof(area)) == 0,
+	    "proctitle: cut to the area, last octet NUL");
+	ok(strcmp(argv[1], "-f") == 0 && strcmp(program_invocation_name,
+	    "prog") == 0, "proctitle: the copies are untouched");
+	/* The monitor's: the short name too (15 octets of it). */
+	proc_title_set("smtpauthd: %s@%s", "bob", "192.0.2.1");
+	ok(memcmp(area, "smtpauthd: bob@19", sizeof(area)) == 0 &&
+	    (comm = fopen("/proc/self/comm", "r")) != NULL &&
+	    fgets(name, sizeof(name), comm) != NULL &&
+	    strcmp(name, "smtpauthd: bob@\n") == 0,
+	    "proctitle: proc_title_set sets the name too");
+	if (comm != NULL)
+		fclose(comm);
+}
+
 int
 main(void)
 {
@@ -1730,6 +1826,8 @@ main(void)
 	test_policy_reply();
 	test_policy_actions();
 	test_policy_conf();
+	test_msgid();
+	test_proc_title();
 	printf("1..%d\n", ntests);
 	return nfailed != 0;
 }
