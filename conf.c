@@ -997,6 +997,7 @@ conf_check(struct config *cf, FILE *report)
 	check_arg_max(cf, report);
 	check_state(cf);
 	problems += policy_check(cf, report);
+	problems += sending_check_map(cf, report);
 	check_policy_service(cf, report);
 	if (cf->max_message_size > SIZE_MAX / 2)
 		conf_error(cf, "max-message-size %llu: too large for this "

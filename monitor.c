@@ -13,6 +13,7 @@
  * approved, each RCPT a recipient it approved, and SUBMIT delivers that
  * envelope - never one the session describes afterwards.
  */
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
@@ -26,6 +27,8 @@
 
 #include "smtpauthd.h"
 #include "chan.h"
+#include "policy.h"
+#include "policy_client.h"
 
 struct monitor {
 	const struct config	*cf;
@@ -40,10 +43,14 @@ struct monitor {
 	int			 account_refused; /* locked since AUTH */
 	uint64_t		 count[MSG_TYPES];	/* requests so far */
 	uint64_t		 messages;	/* accepted by sendmail */
+	uint64_t		 transactions;	/* MAILs approved */
+	char			 instance[40];	/* this transaction's */
 	struct envelope		 env;		/* what MAIL and RCPT approved */
 	struct limits		 limits;
 	struct sending		 sending;	/* the login's limits */
 	char			 user[AUTH_USER_MAX + 1];
+	char			 mech[8];	/* of the successful AUTH */
+	char			 tls[TLS_NAME_MAX + 1];	/* the session's word */
 };
 
 static int	monitor_auth(struct monitor *, struct packet *);
@@ -220,7 +227,15 @@ monitor_auth(struct monitor *m, struct packet *p)
 	if (result == AUTH_OK) {
 		m->authenticated = 1;
 		snprintf(m->user, sizeof(m->user), "%s", canon);
+		snprintf(m->mech, sizeof(m->mech), "%s", mechname);
+		snprintf(m->tls, sizeof(m->tls), "%s", tls);
 		sending_init(&m->sending, m->cf, m->peer, m->user);
+		/*
+		 * The process to stop to stop a user: this one (its name
+		 * stays, for pidof and killall).
+		 */
+		proc_title_set_confined("smtpauthd: %s@%s", m->user,
+		    m->peer);
 	} else
 		canon[0] = '\0';
 	packet_start(p, MSG_AUTH);
@@ -234,13 +249,143 @@ monitor_auth(struct monitor *m, struct packet *p)
 
 /* ---- the transaction: MAIL, RCPT, SUBMIT ---- */
 
+/* A refusal the monitor decided; sender: the address it concerns, or NULL. */
 static void
-log_denied(const struct monitor *m, const char *cmd, const char *reason)
+log_denied(const struct monitor *m, const char *cmd, const char *reason,
+    const char *sender)
 {
-	char	 esc[ESC_MAX];
+	char	 esc[ESC_MAX], escs[ESC_MAX];
 
-	log_msg(LOG_NOTICE, "denied user=%s ip=%s cmd=%s reason=%s",
-	    log_escape(m->user, esc, sizeof(esc)), m->peer, cmd, reason);
+	if (sender == NULL)
+		log_msg(LOG_NOTICE, "denied user=%s ip=%s cmd=%s reason=%s",
+		    log_escape(m->user, esc, sizeof(esc)), m->peer, cmd,
+		    reason);
+	else
+		log_msg(LOG_NOTICE, "denied user=%s ip=%s cmd=%s reason=%s "
+		    "from=<%s>", log_escape(m->user, esc, sizeof(esc)),
+		    m->peer, cmd, reason, log_escape(sender, escs,
+		    sizeof(escs)));
+}
+
+/*
+ * The envelope sender, by sender-policy: 0, or -1 with the reply set and
+ * the refusal logged.
+ */
+static int
+sender_allowed(struct monitor *m, const char *cmd, const char *sender,
+    struct relay_reply *rr)
+{
+	char	 why[POLICY_WHY_MAX], esc[ESC_MAX];
+
+	switch (policy_sender(m->cf, m->user, sender, why, sizeof(why))) {
+	case POLICY_OK:
+		return 0;
+	case POLICY_REFUSE:
+		rr->code = policy_sender_reply(sender, m->user, rr->text,
+		    sizeof(rr->text));
+		log_denied(m, cmd, "sender-not-owned", sender);
+		return -1;
+	default:
+		log_msg(LOG_ERR, "%s", log_escape_text(why, esc, sizeof(esc)));
+		rr->code = policy_tempfail_reply(sender, rr->text,
+		    sizeof(rr->text));
+		log_denied(m, cmd, "sender-map-unavailable", sender);
+		return -1;
+	}
+}
+
+/*
+ * sender-header-check: the From: and Sender: addresses of the message in
+ * the spool, read by the monitor itself, pass sender-policy too.
+ */
+static int
+headers_allowed(struct monitor *m, struct relay_reply *rr)
+{
+	static struct header_senders	 hs;
+	const char			*addrs[HEADER_ADDRS_MAX];
+	char				 why[POLICY_WHY_MAX], esc[ESC_MAX];
+	size_t				 i, failed = 0;
+	int				 rc;
+
+	if (!m->cf->sender_header_check)
+		return 0;
+	switch (header_senders(m->spool, &hs)) {
+	case HEADER_NONE_FOUND:
+		return 0;	/* the MTA adds From: from the envelope */
+	case HEADER_OK:
+		break;
+	case HEADER_BAD:
+		rr->code = policy_header_reply(m->user, rr->text,
+		    sizeof(rr->text));
+		log_denied(m, "DATA", "header-unreadable", NULL);
+		return -1;
+	default:
+		log_msg(LOG_ERR, "spool: %s (reading its header)",
+		    strerror(errno));
+		set_reply(rr, 451, "4.3.0 Local error in processing");
+		return -1;
+	}
+	for (i = 0; i < hs.n; i++)
+		addrs[i] = hs.addr[i];
+	rc = policy_sender_list(m->cf, m->user, addrs, hs.n, &failed, why,
+	    sizeof(why));
+	if (rc == POLICY_OK)
+		return 0;
+	if (rc == POLICY_REFUSE) {
+		rr->code = policy_header_reply(m->user, rr->text,
+		    sizeof(rr->text));
+		log_denied(m, "DATA", hs.field[failed] == HEADER_SENDER ?
+		    "sender-header-not-owned" : "from-header-not-owned",
+		    hs.addr[failed]);
+		return -1;
+	}
+	log_msg(LOG_ERR, "%s", log_escape_text(why, esc, sizeof(esc)));
+	rr->code = policy_tempfail_reply(hs.addr[failed], rr->text,
+	    sizeof(rr->text));
+	log_denied(m, "DATA", "sender-map-unavailable", hs.addr[failed]);
+	return -1;
+}
+
+/* The message's octets in the spool, our Received: header included. */
+static uint64_t
+spool_size(int fd)
+{
+	struct stat	 sb;
+
+	return fstat(fd, &sb) == 0 && sb.st_size > 0 ? (uint64_t)sb.st_size :
+	    0;
+}
+
+/* policy-service, asked at RCPT (rcpt) or at the end of the message. */
+static int
+policy_service_allows(struct monitor *m, const char *rcpt, const char *id,
+    struct relay_reply *rr)
+{
+	struct policy_request	 rq;
+	struct relay_reply	 answer;
+
+	if (m->cf->policy_service == NULL)
+		return 0;
+	memset(&rq, 0, sizeof(rq));
+	rq.state = rcpt != NULL ? POLICY_RCPT : POLICY_END_OF_MESSAGE;
+	rq.client_address = m->peer;
+	rq.sender = m->env.sender;
+	rq.recipient = rcpt != NULL ? rcpt : m->env.nrcpts == 1 ?
+	    m->env.rcpts[0] : NULL;
+	rq.recipient_count = rcpt != NULL ? 0 : m->env.nrcpts;
+	rq.queue_id = id;
+	rq.instance = m->instance;
+	rq.sasl_method = m->mech;
+	rq.sasl_username = m->user;
+	rq.encryption_protocol = strcmp(m->tls, "none") != 0 ? m->tls : NULL;
+	if (rcpt == NULL)
+		rq.size = spool_size(m->spool);
+	if (policy_query(m->cf, &rq, &answer) == POLICY_PASS)
+		return 0;
+	*rr = answer;
+	log_denied(m, rcpt != NULL ? "RCPT" : "DATA", "policy-service",
+	    NULL);
+	return -1;
 }
 
 static const char account_refused_text[] =
@@ -274,12 +419,17 @@ monitor_mail(struct monitor *m, struct packet *p)
 	transaction_reset(m);
 	set_reply(&rr, 250, "2.1.0 Ok");
 	if (m->account_refused) {
-		log_denied(m, "MAIL", "account");
+		log_denied(m, "MAIL", "account", NULL);
 		set_reply(&rr, 550, account_refused_text);
-	} else
+	} else if (sender_allowed(m, "MAIL", sender, &rr) == 0)
 		(void)sending_mail(&m->sending, &rr);
 	if (rr.code == 250) {
 		snprintf(m->env.sender, sizeof(m->env.sender), "%s", sender);
+		/* Postfix's instance: one per transaction, for the policy
+		 * server to tie its questions together. */
+		snprintf(m->instance, sizeof(m->instance), "%lx.%llx",
+		    (unsigned long)getpid(),
+		    (unsigned long long)++m->transactions);
 		m->env.rcpts = xcalloc(m->cf->max_recipients,
 		    sizeof(*m->env.rcpts));
 		m->in_mail = 1;
@@ -301,7 +451,8 @@ monitor_rcpt(struct monitor *m, struct packet *p)
 	if (m->env.nrcpts >= m->cf->max_recipients)
 		monitor_refuse("more RCPT requests than max-recipients");
 	set_reply(&rr, 250, "2.1.5 Ok");
-	(void)sending_rcpt(&m->sending, m->env.nrcpts, &rr);
+	if (sending_rcpt(&m->sending, m->env.nrcpts, &rr) == 0)
+		(void)policy_service_allows(m, rcpt, NULL, &rr);
 	if (rr.code == 250)
 		m->env.rcpts[m->env.nrcpts++] = xstrdup(rcpt);
 	return send_reply(m, MSG_RCPT, &rr);
@@ -353,12 +504,12 @@ account_still_ok(struct monitor *m, struct relay_reply *rr)
 		return AUTH_GONE;
 	case AUTH_FAIL:
 		m->account_refused = 1;
-		log_denied(m, "DATA", reason);
+		log_denied(m, "DATA", reason, NULL);
 		set_reply(rr, 550, account_refused_text);
 		return -1;
 	default:
 		log_denied(m, "DATA", reason[0] != '\0' ? reason :
-		    "unavailable");
+		    "unavailable", NULL);
 		set_reply(rr, 451, "4.7.0 Cannot check the account now, try "
 		    "later");
 		return -1;
@@ -382,8 +533,10 @@ monitor_submit(struct monitor *m, struct packet *p)
 		set_reply(&rr, 451, "4.3.0 Local error in processing");
 	} else if ((rc = account_still_ok(m, &rr)) == AUTH_GONE)
 		return -1;
-	else if (rc == 0 && sending_reserve(&m->sending, id, m->env.nrcpts,
-	    &rr) == 0) {
+	else if (rc == 0 && sender_allowed(m, "DATA", m->env.sender,
+	    &rr) == 0 && headers_allowed(m, &rr) == 0 &&
+	    policy_service_allows(m, NULL, id, &rr) == 0 &&
+	    sending_reserve(&m->sending, id, m->env.nrcpts, &rr) == 0) {
 		relay_submit(m->cf, &m->env, m->spool, m->user, id, &rr);
 		sending_settle(&m->sending, id, rr.code == 250);
 	}

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "smtpauthd.h"
+#include "policy.h"
 #include "state.h"
 
 #define REASON_MAX	150	/* octets of a suspension's reason */
@@ -53,10 +54,139 @@ set_reply(struct relay_reply *rr, int code, const char *text)
 	snprintf(rr->text, sizeof(rr->text), "%s", text);
 }
 
+/* ---- limits-map: "login recipients=5000/1d messages=off", "login unlimited" ---- */
+
+static int
+parse_one(const char *item, struct rate *r)
+{
+	struct rates	 rs;
+
+	if (conf_parse_rates(item, RATE_COUNT_MAX, &rs) == -1 || rs.n != 1)
+		return -1;
+	*r = rs.r[0];
+	return 0;
+}
+
+static int
+window_taken(const struct rates *rs, const struct rate *r)
+{
+	size_t	 i;
+
+	for (i = 0; i < rs->n; i++)
+		if (rs->r[i].window == r->window)
+			return 1;
+	return 0;
+}
+
+struct override {
+	const char	*login;		/* NULL: -t, every line checked */
+	int		 found;
+	struct rates	 rcpt, msg;
+	int		 unlimited;
+};
+
+/*
+ * One line's overrides.  The map splits values at commas and blanks, so
+ * "recipients=200/1h, 1000/1d" arrives as two items: an item without
+ * '=' adds a limit to the name before it.
+ */
+static int
+override_entry(struct map_file *mf, size_t lineno, char *key, char *value,
+    void *arg)
+{
+	struct override	*o = arg, line;
+	struct rates	*cur = NULL;
+	struct rate	 one;
+	char		*item, *eq;
+	int		 named = 0;
+
+	memset(&line, 0, sizeof(line));
+	line.rcpt.n = line.msg.n = (size_t)-1;	/* not named: the default */
+	while ((item = map_value_next(&value)) != NULL) {
+		if (strcmp(item, "unlimited") == 0) {
+			line.unlimited = 1;
+			cur = NULL;
+			continue;
+		}
+		if ((eq = strchr(item, '=')) != NULL) {
+			*eq = '\0';
+			if (strcmp(item, "recipients") == 0)
+				cur = &line.rcpt;
+			else if (strcmp(item, "messages") == 0)
+				cur = &line.msg;
+			else {
+				map_error(mf, lineno, "\"%s\": expected "
+				    "recipients=, messages= or unlimited", item);
+				return -1;
+			}
+			if (cur->n != (size_t)-1) {
+				map_error(mf, lineno, "%s= given twice", item);
+				return -1;
+			}
+			if (conf_parse_rates(eq + 1, RATE_COUNT_MAX, cur) == -1) {
+				map_error(mf, lineno, "%s=%s: not COUNT/TIME "
+				    "limits or off", item, eq + 1);
+				return -1;
+			}
+			named = 1;
+			continue;
+		}
+		if (cur == NULL || cur->n == 0 || cur->n >= RATES_MAX ||
+		    parse_one(item, &one) == -1 || window_taken(cur, &one)) {
+			map_error(mf, lineno, "\"%s\": expected recipients=, "
+			    "messages= or unlimited, or one more COUNT/TIME "
+			    "limit with a time of its own", item);
+			return -1;
+		}
+		cur->r[cur->n++] = one;
+	}
+	if (!named && !line.unlimited) {
+		map_error(mf, lineno, "%s: no recipients=, messages= or "
+		    "unlimited", key);
+		return -1;
+	}
+	if (o->login == NULL || o->found || strcasecmp(key, o->login) != 0)
+		return 0;
+	o->found = 1;
+	o->unlimited = line.unlimited;
+	if (line.rcpt.n != (size_t)-1)
+		o->rcpt = line.rcpt;
+	if (line.msg.n != (size_t)-1)
+		o->msg = line.msg;
+	return 0;
+}
+
+/* -t: the problems of limits-map, each printed on report. */
+int
+sending_check_map(const struct config *cf, FILE *report)
+{
+	struct override	 o;
+	struct map_file	 mf;
+
+	if (cf->limits_map == NULL)
+		return 0;
+	memset(&o, 0, sizeof(o));
+	memset(&mf, 0, sizeof(mf));
+	mf.what = "limits-map";
+	mf.path = cf->limits_map;
+	mf.report = report;
+	(void)map_read(&mf, override_entry, &o);
+	return mf.problems;
+}
+
+/*
+ * The login's limits: the defaults, or limits-map's line for it.  A map
+ * that cannot be read leaves the defaults, with a log line: the limits
+ * fail safe, not open, when the exception list is broken.
+ */
 void
 sending_init(struct sending *sd, const struct config *cf, const char *peer,
     const char *login)
 {
+	struct override	 o;
+	struct map_file	 mf;
+	char		 esc[ESC_MAX];
+
 	memset(sd, 0, sizeof(*sd));
 	sd->cf = cf;
 	sd->peer = peer;
@@ -64,6 +194,25 @@ sending_init(struct sending *sd, const struct config *cf, const char *peer,
 	sd->rcpt = cf->user_recipient_limit;
 	sd->msg = cf->user_message_limit;
 	sd->off = strcmp(cf->state, "none") == 0;
+	if (cf->limits_map == NULL)
+		return;
+	memset(&o, 0, sizeof(o));
+	memset(&mf, 0, sizeof(mf));
+	o.login = login;
+	o.rcpt = sd->rcpt;
+	o.msg = sd->msg;
+	mf.what = "limits-map";
+	mf.path = cf->limits_map;
+	if (map_read(&mf, override_entry, &o) == -1) {
+		log_msg(LOG_ERR, "%s; the default sending limits apply",
+		    log_escape_text(mf.why, esc, sizeof(esc)));
+		return;
+	}
+	if (!o.found)
+		return;
+	sd->unlimited = o.unlimited;
+	sd->rcpt = o.rcpt;
+	sd->msg = o.msg;
 }
 
 /* The store for one step, or NULL: none, or failing open (logged once). */

@@ -517,6 +517,7 @@ int	 sending_unsuspend(const struct config *, struct state *,
 	    const char *login);
 int	 sending_list_key(const struct config *, struct state *, int64_t now,
 	    const char *key);
+int	 sending_check_map(const struct config *, FILE *report);
 
 /* ---- privilege separation (privsep.c, monitor.c, sandbox.c) ---- */
 

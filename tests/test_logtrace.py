@@ -226,9 +226,15 @@ def test_process_title_after_auth(env):
     check(c.cmd("NOOP"), 250)       # the title is set before the 235
     assert cmdline(session) == "smtpauthd: alice@198.51.100.9", \
         cmdline(session)
-    # The session keeps its short name: the seccomp filter forbids prctl.
-    with open("/proc/%d/comm" % session) as f:
-        assert f.read().strip() == os.path.basename(env.stage.binary)[:15]
+    # The monitor, the process to stop to stop the user, says so too.
+    assert cmdline(c.proc.pid) == "smtpauthd: alice@198.51.100.9", \
+        cmdline(c.proc.pid)
+    # Both keep their short name: the session's seccomp filter forbids
+    # prctl, and pidof and killall find the monitor by it.
+    for pid in (session, c.proc.pid):
+        with open("/proc/%d/comm" % pid) as f:
+            assert f.read().strip() == \
+                os.path.basename(env.stage.binary)[:15]
     # The session still works (no system call of the title killed it).
     check(c.transaction(), 250)
     c.quit()

@@ -117,6 +117,8 @@ class FakePolicy:
             self.requests.append([tuple(l.split("=", 1))
                                   for l in text.split("\n")])
         b = self.behaviour
+        if callable(b):
+            b = b(dict(self.requests[-1]) if b"\n\n" in data else {})
         try:
             if b == "silent":
                 self.held.append(conn)      # open, unanswered
@@ -497,3 +499,85 @@ def test_policyd_rate_limit_defers_past_its_limit(tmp_path, rate_limit):
     out, _ = query(conf, "protocol_state=END-OF-MESSAGE",
                    "sasl_username=carol", "recipient_count=4")
     assert out == "PASS"
+
+
+# ------------------------------------------------ through smtpauthd itself
+
+def decide(req):
+    """REJECT one recipient, DEFER a message of three recipients."""
+    if req.get("protocol_state") == "RCPT":
+        if req.get("recipient") == "blocked@example.net":
+            return b"action=REJECT not this one\n\n"
+        return b"action=DUNNO\n\n"
+    if req.get("recipient_count") == "3":
+        return b"action=DEFER_IF_PERMIT too many at once\n\n"
+    return b"action=OK\n\n"
+
+
+def test_monitor_asks_at_rcpt_and_end_of_message(env, servers):
+    from smtptest import PEER, check
+    srv = FakePolicy(decide)
+    servers.append(srv)
+    conf = {"policy_service": srv.spec, "policy_service_timeout": "5"}
+    c = env.session(conf=conf)
+    check(c.mail("alice@example.org"), 250)
+    r = c.rcpt("blocked@example.net")
+    check(r, 554, "5.7.1")
+    assert r.text == "5.7.1 not this one", r
+    check(c.rcpt("one@example.net"), 250)
+    check(c.data(b"Subject: x\r\n\r\nhi\r\n"), 250)
+    r = c.transaction(rcpts=["a@example.net", "b@example.net",
+                             "c@example.net"])
+    check(r, 450, "4.7.1")
+    assert r.text == "4.7.1 too many at once", r
+    c.quit()
+    calls = env.calls()
+    assert [call.rcpts() for call in calls] == [["one@example.net"]], calls
+    reqs = [dict(r) for r in srv.requests]
+    states = [(q["protocol_state"], q["recipient"]) for q in reqs]
+    assert states == [("RCPT", "blocked@example.net"),
+                      ("RCPT", "one@example.net"),
+                      ("END-OF-MESSAGE", "one@example.net"),
+                      ("RCPT", "a@example.net"), ("RCPT", "b@example.net"),
+                      ("RCPT", "c@example.net"), ("END-OF-MESSAGE", "")], \
+        states
+    for q in reqs:
+        assert (q["request"], q["client_address"], q["sasl_username"],
+                q["sasl_method"], q["sender"]) == (
+            "smtpd_access_policy", PEER, "alice", "PLAIN",
+            "alice@example.org"), q
+    # One instance per transaction, the same for all its questions.
+    assert len({q["instance"] for q in reqs[:3]}) == 1
+    assert reqs[3]["instance"] != reqs[0]["instance"]
+    assert reqs[6]["recipient_count"] == "3"
+    assert int(reqs[2]["size"]) > 0
+    assert "denied user=alice ip=%s cmd=RCPT reason=policy-service" % PEER \
+        in c.log, c.log
+
+
+def test_silent_server_fails_open(env, servers):
+    from smtptest import check
+    srv = FakePolicy("silent")
+    servers.append(srv)
+    c = env.session(conf={"policy_service": srv.spec,
+                          "policy_service_timeout": "1"})
+    check(c.transaction(), 250)
+    c.quit()
+    assert len(env.calls()) == 1
+    assert "taking policy-service-default-action DUNNO" in c.log, c.log
+
+
+def test_policyd_rate_limit_through_smtpauthd(env, rate_limit):
+    from smtptest import check
+    c = env.session(conf={"policy_service": rate_limit,
+                          "policy_service_timeout": "5"})
+    check(c.mail("alice@example.org"), 250)
+    for n in range(3):
+        check(c.rcpt("r%d@example.net" % n), 250)
+    r = c.rcpt("r3@example.net")
+    check(r, 450, "4.7.1")
+    assert r.text == "4.7.1 Rate limit reach, retry later", r
+    check(c.data(b"Subject: x\r\n\r\nhi\r\n"), 250)
+    c.quit()
+    assert env.one_call().rcpts() == ["r0@example.net", "r1@example.net",
+                                      "r2@example.net"]

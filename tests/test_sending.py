@@ -7,8 +7,8 @@ smtpauthd -S suspend, unsuspend and list.
 Windows are an hour long: nothing here waits for one to pass, and
 nothing depends on the date."""
 
+import os
 import re
-import threading
 
 from smtptest import PEER, check, find_events, kv
 
@@ -159,20 +159,22 @@ def test_default_limits(env):
 
 
 def test_suspend_and_unsuspend(env):
-    r = S(env, "suspend", "alice", "password seen on a paste site")
+    conf = limits(user_message_limit="10/1m")
+    r = S(env, "suspend", "alice", "password seen on a paste site",
+          conf=conf)
     assert r.returncode == 0 and r.stdout.decode() == "suspended alice\n", r
-    c = env.session()           # it still logs in
+    c = env.session(conf=conf)  # it still logs in
     r = c.mail("alice@example.org")
     check(r, 550, "5.7.1")
     assert r.text == SUSPENDED, r
     c.quit()
-    c = env.session("bob")
+    c = env.session("bob", conf=conf)
     check(send(c, ["r@example.net"], sender="bob@example.org"), 250)
     c.quit()
     ev = events(env, "denied")
     assert [(e["user"], e["ip"], e["cmd"], e["reason"]) for e in ev] == [
         ("alice", PEER, "MAIL", "suspended")], ev
-    r = S(env, "list")
+    r = S(env, "list", conf=conf)
     assert r.returncode == 0, r
     lines = r.stdout.decode().splitlines()
     sus = [l for l in lines if l.startswith("suspended ")]
@@ -225,3 +227,66 @@ def test_store_failing_open(env):
     assert "no sending limits for this connection (failing open)" in \
         all_log(env) or "no limits for this connection (failing open)" in \
         all_log(env)
+
+
+def limits_map(env, text):
+    return env.write("limits_map", text, 0o600)
+
+
+def test_limits_map_override_and_unlimited(env):
+    path = limits_map(env, "# per login\n"
+                      "alice  recipients=3/1h, 100/1d   messages=off\n"
+                      "BOB    unlimited\n")
+    conf = limits(user_recipient_limit="1/1h", user_message_limit="1/1h",
+                  limits_map=path)
+    c = env.session(conf=conf)
+    check(send(c, ["a@example.net", "b@example.net"]), 250)
+    check(c.mail("alice@example.org"), 250)    # messages=off
+    check(c.rcpt("c@example.net"), 250)
+    check(c.rcpt("d@example.net"), 451, "4.7.1")
+    check(c.cmd("RSET"), 250)
+    c.quit()
+    c = env.session("bob", conf=conf)
+    for i in range(3):
+        check(send(c, ["a@example.net", "b@example.net"],
+                   sender="bob@example.org"), 250)
+    c.quit()
+    assert len(env.calls()) == 4
+
+
+def test_limits_map_not_named_keeps_the_default(env):
+    path = limits_map(env, "alice messages=5/1h\n")
+    conf = limits(user_recipient_limit="1/1h", limits_map=path)
+    c = env.session(conf=conf)
+    check(send(c, ["a@example.net"]), 250)
+    check(c.mail("alice@example.org"), 250)
+    check(c.rcpt("b@example.net"), 451)
+    c.quit()
+
+
+def test_broken_limits_map_keeps_the_defaults(env):
+    path = limits_map(env, "alice unlimited\nbob recipients=lots\n")
+    conf = limits(user_message_limit="1/1h", limits_map=path)
+    c = env.session(conf=conf)
+    check(send(c, ["a@example.net"]), 250)
+    check(c.mail("alice@example.org"), 451)
+    c.quit()
+    assert "the default sending limits apply" in all_log(env)
+
+
+def test_t_checks_the_limits_map(env):
+    path = limits_map(env, "alice unlimited\n"
+                      "bob recipients=lots\n"
+                      "carol speed=9\n"
+                      "dave\n"
+                      "erin recipients=1/1h, 2/1h\n")
+    conf = env.write_config({"limits_map": path})
+    r = env.run(["-t", "-f", conf])
+    err = r.stderr.decode()
+    assert r.returncode == 78, err
+    for n in (2, 3, 4, 5):
+        assert "limits-map %s:%d:" % (path, n) in err, err
+    assert "limits-map %s:1:" % path not in err, err
+    os.chmod(path, 0o666)
+    r = env.run(["-t", "-f", conf])
+    assert r.returncode == 78 and "limits-map" in r.stderr.decode(), r
