@@ -294,6 +294,32 @@ stack_problem(void *arg, const char *problem)
 		    r->cf->pam_service, problem);
 }
 
+/*
+ * A PAM transaction for user, from peer: -1 when none can be had (a
+ * stack that cannot work: never libpam's fallback to "other", nor a
+ * stack half there), else 0 with *rc what setting the items said.
+ */
+static int
+pam_open(const struct config *cf, const char *user, const char *peer,
+    const struct pam_conv *conv, pam_handle_t **ph, int *rc)
+{
+	struct stack_report	 report = { cf, 0 };
+
+	*ph = NULL;
+	if (pam_stack_check(cf->pam_service, stack_problem, &report) > 0)
+		return -1;
+	if ((*rc = pam_start(cf->pam_service, user, conv, ph)) !=
+	    PAM_SUCCESS) {
+		log_msg(LOG_ERR, "pam_start %s: %s", cf->pam_service,
+		    pam_strerror(*ph, *rc));
+		if (*ph != NULL)
+			pam_end(*ph, *rc);
+		return -1;
+	}
+	*rc = pam_set_item(*ph, PAM_RHOST, peer);
+	return 0;
+}
+
 static int
 auth_pam(const struct config *cf, const char *mech, const char *user,
     const char *pass, const char *peer, char *canon, size_t canonsize,
@@ -303,24 +329,12 @@ auth_pam(const struct config *cf, const char *mech, const char *user,
 	struct pam_conv		 conv = { pam_conv_fn, &cr };
 	pam_handle_t		*ph = NULL;
 	const void		*item = NULL;
-	struct stack_report	 report = { cf, 0 };
 	int			 rc, result;
 
-	/* Never libpam's fallback to "other", nor a stack half there. */
-	if (pam_stack_check(cf->pam_service, stack_problem, &report) > 0) {
+	if (pam_open(cf, user, peer, &conv, &ph, &rc) == -1) {
 		*reason = "unavailable";
 		return AUTH_TEMPFAIL;
 	}
-	rc = pam_start(cf->pam_service, user, &conv, &ph);
-	if (rc != PAM_SUCCESS) {
-		log_msg(LOG_ERR, "pam_start %s: %s", cf->pam_service,
-		    pam_strerror(ph, rc));
-		*reason = "unavailable";
-		if (ph != NULL)
-			pam_end(ph, rc);
-		return AUTH_TEMPFAIL;
-	}
-	rc = pam_set_item(ph, PAM_RHOST, peer);
 	if (rc == PAM_SUCCESS)
 		rc = pam_set_item(ph, PAM_FAIL_DELAY, (const void *)pam_no_delay);
 	if (rc == PAM_SUCCESS)
@@ -615,21 +629,11 @@ account_pam(const struct config *cf, const char *user, const char *peer,
 	struct pam_creds	 cr = { user, "" };
 	struct pam_conv		 conv = { pam_conv_fn, &cr };
 	pam_handle_t		*ph = NULL;
-	struct stack_report	 report = { cf, 0 };
 	int			 rc, result;
 
 	*reason = "unavailable";
-	if (pam_stack_check(cf->pam_service, stack_problem, &report) > 0)
+	if (pam_open(cf, user, peer, &conv, &ph, &rc) == -1)
 		return AUTH_TEMPFAIL;
-	if ((rc = pam_start(cf->pam_service, user, &conv, &ph)) !=
-	    PAM_SUCCESS) {
-		log_msg(LOG_ERR, "pam_start %s: %s", cf->pam_service,
-		    pam_strerror(ph, rc));
-		if (ph != NULL)
-			pam_end(ph, rc);
-		return AUTH_TEMPFAIL;
-	}
-	rc = pam_set_item(ph, PAM_RHOST, peer);
 	if (rc == PAM_SUCCESS)
 		rc = pam_acct_mgmt(ph, PAM_SILENT);
 	result = pam_result(rc);

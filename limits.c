@@ -73,27 +73,13 @@ limits_init(struct limits *l, const struct config *cf, const char *peer)
 static struct state *
 store(struct limits *l)
 {
-	struct state	*st;
-	char		 err[512];
-
-	if (l->off || l->failed)
-		return NULL;
-	if (state_open(l->cf, &st, err, sizeof(err)) != STATE_OK) {
-		l->failed = 1;
-		log_msg(LOG_ERR, "state %s: %s; no limits for this connection "
-		    "(failing open)", l->cf->state, err);
-		return NULL;
-	}
-	return st;
+	return l->off ? NULL : state_open_step(l->cf, &l->failed, "limits");
 }
 
 static void
 store_failed(struct limits *l, struct state *st)
 {
-	if (!l->failed)
-		log_msg(LOG_ERR, "state %s: %s; no limits for this connection "
-		    "(failing open)", l->cf->state, state_error(st));
-	l->failed = 1;
+	state_step_failed(l->cf, st, &l->failed, "limits");
 }
 
 /* "ip:192.0.2.7", "net:2001:db8:1::/48" */

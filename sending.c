@@ -219,28 +219,14 @@ sending_init(struct sending *sd, const struct config *cf, const char *peer,
 static struct state *
 store(struct sending *sd)
 {
-	struct state	*st;
-	char		 err[512];
-
-	if (sd->off || sd->failed)
-		return NULL;
-	if (state_open(sd->cf, &st, err, sizeof(err)) != STATE_OK) {
-		sd->failed = 1;
-		log_msg(LOG_ERR, "state %s: %s; no sending limits for this "
-		    "connection (failing open)", sd->cf->state, err);
-		return NULL;
-	}
-	return st;
+	return sd->off ? NULL : state_open_step(sd->cf, &sd->failed,
+	    "sending limits");
 }
 
 static void
 store_failed(struct sending *sd, struct state *st)
 {
-	if (!sd->failed)
-		log_msg(LOG_ERR, "state %s: %s; no sending limits for this "
-		    "connection (failing open)", sd->cf->state,
-		    state_error(st));
-	sd->failed = 1;
+	state_step_failed(sd->cf, st, &sd->failed, "sending limits");
 }
 
 /* "sent-rcpt:3600:alice" */

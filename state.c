@@ -209,6 +209,39 @@ state_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
 }
 
 /*
+ * The store for one step of a connection's work, or NULL: none, or
+ * failing open.  *failed remembers, for the connection, that the store
+ * failed: the one log line, naming what goes without it, is written once.
+ */
+struct state *
+state_open_step(const struct config *cf, int *failed, const char *without)
+{
+	struct state	*st;
+	char		 err[512];
+
+	if (*failed)
+		return NULL;
+	if (state_open(cf, &st, err, sizeof(err)) != STATE_OK) {
+		*failed = 1;
+		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
+		    "(failing open)", cf->state, err, without);
+		return NULL;
+	}
+	return st;
+}
+
+/* A step's store failed: logged once, and not opened again. */
+void
+state_step_failed(const struct config *cf, struct state *st, int *failed,
+    const char *without)
+{
+	if (!*failed)
+		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
+		    "(failing open)", cf->state, state_error(st), without);
+	*failed = 1;
+}
+
+/*
  * "user:alice": KIND, then the name in lower case (a guesser gains
  * nothing from ALICE), as it is when made of the usual characters, else
  * '#' and the name in hex.

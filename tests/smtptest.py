@@ -640,8 +640,8 @@ class Env:
             "data-timeout": "30",
             "sendmail-timeout": "30",
             "state": "sqlite:" + self.statedb,
-            # What a login may send is test_sending.py's and
-            # test_sender.py's: elsewhere, any sender, and no limits.
+            # What a login may send is test_sender.py's and
+            # test_sending.py's: elsewhere any sender, and no limits.
             "sender-policy": "any",
             "user-recipient-limit": "0",
             "user-message-limit": "0",

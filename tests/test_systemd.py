@@ -242,6 +242,7 @@ class Units:
                     + "tls-cert %s/chain.pem\n" % CT
                     + "tls-key %s/leaf.key\n" % CT
                     + "sendmail %s/sm/sendmail\n" % CT
+                    + "sender-domains example.org\n"
                     + "auth-failure-delay 0\n")
         os.chmod(conf, 0o644)
         # /etc/pam.d as the host has it, with the repository's service.
