@@ -528,6 +528,8 @@ monitor_submit(struct monitor *m, struct packet *p)
 	id[QUEUE_ID_LEN] = '\0';
 	if (!packet_done(p) || !queue_id_valid(id))
 		monitor_refuse("malformed SUBMIT");
+	/* The account check forks: no child gets the store. */
+	sending_release(&m->sending);
 	if (m->spool == -1) {
 		/* No file since the last one failed, and no SPOOL asked. */
 		set_reply(&rr, 451, "4.3.0 Local error in processing");
@@ -624,6 +626,7 @@ monitor_run(const struct config *cf, const char *peer, pid_t session,
 	if (packet_send(channel, &ready) == -1)
 		log_msg(LOG_ERR, "monitor: the session is gone before it began");
 	monitor_loop(&m);
+	sending_release(&m.sending);
 	transaction_reset(&m);
 	close(m.channel);
 	if (m.spool != -1)

@@ -215,18 +215,33 @@ sending_init(struct sending *sd, const struct config *cf, const char *peer,
 	sd->msg = o.msg;
 }
 
-/* The store for one step, or NULL: none, or failing open (logged once). */
+/*
+ * The store, or NULL: none, or failing open (logged once).  It stays open
+ * from MAIL through the RCPTs (one open, not one per recipient) until
+ * sending_release, which the monitor calls before it forks anything: no
+ * child inherits an SQLite connection.
+ */
 static struct state *
 store(struct sending *sd)
 {
-	return sd->off ? NULL : state_open_step(sd->cf, &sd->failed,
-	    "sending limits");
+	if (sd->st == NULL && !sd->off)
+		sd->st = state_open_step(sd->cf, &sd->failed,
+		    "sending limits");
+	return sd->st;
 }
 
 static void
 store_failed(struct sending *sd, struct state *st)
 {
 	state_step_failed(sd->cf, st, &sd->failed, "sending limits");
+	sending_release(sd);
+}
+
+void
+sending_release(struct sending *sd)
+{
+	state_close(sd->st);
+	sd->st = NULL;
 }
 
 /* "sent-rcpt:3600:alice" */
@@ -327,7 +342,6 @@ sending_mail(struct sending *sd, struct relay_reply *rr)
 	}
 	if (s == -1 || o == -1)
 		store_failed(sd, st);
-	state_close(st);
 	return rc;
 }
 
@@ -344,7 +358,6 @@ sending_rcpt(struct sending *sd, size_t approved, struct relay_reply *rr)
 	    (uint64_t)approved + 1);
 	if (o == -1)
 		store_failed(sd, st);
-	state_close(st);
 	if (o != 1)
 		return 0;
 	set_reply(rr, 451, limited_text);
@@ -388,7 +401,7 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 	if ((s = suspended(sd, st)) == 1) {
 		log_suspended(sd, "DATA");
 		set_reply(rr, 550, suspended_text);
-		state_close(st);
+		sending_release(sd);
 		return -1;
 	}
 	if (s == 0 && !sd->unlimited) {
@@ -399,7 +412,7 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 			    &sd->msg, 1);
 		if (o == 1 || p == 1) {
 			set_reply(rr, 451, limited_text);
-			state_close(st);
+			sending_release(sd);
 			return -1;
 		}
 		if (o == 0 && p == 0 &&
@@ -412,7 +425,7 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 	}
 	if (s == -1 || o == -1 || p == -1)
 		store_failed(sd, st);
-	state_close(st);
+	sending_release(sd);
 	return 0;
 }
 
@@ -430,7 +443,7 @@ sending_settle(struct sending *sd, const char *queue_id, int delivered)
 	if (record(sd, st, "sent-rcpt", &sd->rcpt, queue_id, 0) == -1 ||
 	    record(sd, st, "sent-msg", &sd->msg, queue_id, 0) == -1)
 		store_failed(sd, st);
-	state_close(st);
+	sending_release(sd);
 }
 
 /* ---- smtpauthd -S suspend | unsuspend | list ---- */

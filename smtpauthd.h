@@ -502,6 +502,7 @@ struct sending {
 	int			 off;		/* state none */
 	int			 failed;	/* the store failed: fail open */
 	int			 reserved;	/* a message counted, not settled */
+	struct state		*st;		/* open from MAIL to the forks */
 };
 void	 sending_init(struct sending *, const struct config *,
 	    const char *peer, const char *login);
@@ -511,6 +512,7 @@ int	 sending_reserve(struct sending *, const char *queue_id,
 	    size_t nrcpts, struct relay_reply *);
 void	 sending_settle(struct sending *, const char *queue_id,
 	    int delivered);
+void	 sending_release(struct sending *);
 int	 sending_suspend(const struct config *, struct state *,
 	    const char *login, const char *reason);
 int	 sending_unsuspend(const struct config *, struct state *,

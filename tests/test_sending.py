@@ -61,6 +61,8 @@ def test_recipient_limit_at_the_rcpt_that_passes_it(env):
     calls = env.calls()
     assert [call.rcpts() for call in calls] == [
         ["a@example.net", "b@example.net"], ["c@example.net"]], calls
+    # The store the monitor kept open from MAIL on is not sendmail's.
+    assert [call.fds for call in calls] == [[0, 1, 2]] * 2, calls
     ev = events(env, "limited")
     assert len(ev) == 1, ev
     assert (ev[0]["user"], ev[0]["ip"], ev[0]["limit"], ev[0]["rate"],
