@@ -996,6 +996,12 @@ conf_check(struct config *cf, FILE *report)
 		    "root and writable by no one else", cf->privsep_dir);
 	check_arg_max(cf, report);
 	check_state(cf);
+	if (strcmp(cf->state, "none") == 0 &&
+	    (cf->user_recipient_limit.n > 0 || cf->user_message_limit.n > 0 ||
+	    cf->limits_map != NULL))
+		fprintf(report, "smtpauthd: warning: state none: the sending "
+		    "limits are not counted and no login can be suspended "
+		    "(set state sqlite:PATH, or the limits to 0)\n");
 	problems += policy_check(cf, report);
 	problems += sending_check_map(cf, report);
 	check_policy_service(cf, report);

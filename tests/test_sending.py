@@ -292,3 +292,14 @@ def test_t_checks_the_limits_map(env):
     os.chmod(path, 0o666)
     r = env.run(["-t", "-f", conf])
     assert r.returncode == 78 and "limits-map" in r.stderr.decode(), r
+
+
+def test_t_warns_without_a_store(env):
+    path = env.write_config({"state": "none", "user_message_limit": "5/1h"})
+    r = env.run(["-t", "-f", path])
+    err = r.stderr.decode()
+    assert r.returncode == 0 and "warning: state none: the sending limits " \
+        "are not counted" in err, err
+    path = env.write_config({"state": "none"})
+    r = env.run(["-t", "-f", path])
+    assert "state none" not in r.stderr.decode(), r
