@@ -22,6 +22,8 @@
  * the limits on guessing, these fail open: a store that fails lets mail
  * through, with one log line per connection.
  */
+#include <sys/random.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "smtpauthd.h"
 #include "policy.h"
@@ -386,6 +389,26 @@ record(struct sending *sd, struct state *st, const char *kind,
 }
 
 /*
+ * The member that counts this message: the queue id names it in -S list
+ * and the log, the nonce keeps it apart from any other message with that
+ * id - a subverted session chooses the id, and one repeated would
+ * otherwise renew a single member instead of adding one per message.
+ */
+static void
+make_member(struct sending *sd, const char *queue_id)
+{
+	uint64_t	 nonce = 0;
+	static uint64_t	 counter;
+
+	if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+		nonce = ((uint64_t)getpid() << 32) ^ (uint64_t)now_ms();
+	/* Distinct within this monitor even if getrandom failed. */
+	nonce ^= ++counter;
+	snprintf(sd->member, sizeof(sd->member), "%s.%016llx", queue_id,
+	    (unsigned long long)nonce);
+}
+
+/*
  * SUBMIT, before sendmail: checked again, and counted.  0: deliver (and
  * call sending_settle after); -1: the reply is set, nothing is counted.
  */
@@ -397,6 +420,7 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 	int		 s, o = 0, p = 0;
 
 	sd->reserved = 0;
+	make_member(sd, queue_id);
 	if ((st = store(sd)) == NULL)
 		return 0;
 	if ((s = suspended(sd, st)) == 1) {
@@ -417,9 +441,9 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 			return -1;
 		}
 		if (o == 0 && p == 0 &&
-		    (record(sd, st, "sent-rcpt", &sd->rcpt, queue_id,
+		    (record(sd, st, "sent-rcpt", &sd->rcpt, sd->member,
 		    nrcpts) == -1 || record(sd, st, "sent-msg", &sd->msg,
-		    queue_id, 1) == -1))
+		    sd->member, 1) == -1))
 			o = -1;
 		else
 			sd->reserved = 1;
@@ -436,13 +460,14 @@ sending_settle(struct sending *sd, const char *queue_id, int delivered)
 {
 	struct state	*st;
 
+	(void)queue_id;		/* sd->member names it */
 	if (!sd->reserved || delivered)
 		return;
 	sd->reserved = 0;
 	if ((st = store(sd)) == NULL)
 		return;
-	if (record(sd, st, "sent-rcpt", &sd->rcpt, queue_id, 0) == -1 ||
-	    record(sd, st, "sent-msg", &sd->msg, queue_id, 0) == -1)
+	if (record(sd, st, "sent-rcpt", &sd->rcpt, sd->member, 0) == -1 ||
+	    record(sd, st, "sent-msg", &sd->msg, sd->member, 0) == -1)
 		store_failed(sd, st);
 	state_close(st);
 }
