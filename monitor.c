@@ -569,7 +569,7 @@ spool_snapshot(struct monitor *m)
 		in += n;
 	}
 fail:
-	log_msg(LOG_ERR, "spool: copying the message: %s", strerror(errno));
+	log_msg(LOG_ERR, "spool: %s (copying the message)", strerror(errno));
 	close(fd);
 	return -1;
 }
