@@ -423,9 +423,20 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 	make_member(sd, queue_id);
 	if ((st = store(sd)) == NULL)
 		return 0;
+	/*
+	 * The check and the count in one transaction: two connections of
+	 * one login ending their messages at once would otherwise both
+	 * read the count before either added to it, and both pass.
+	 */
+	if (state_begin(st) != STATE_OK) {
+		store_failed(sd, st);
+		state_close(st);
+		return 0;
+	}
 	if ((s = suspended(sd, st)) == 1) {
 		log_suspended(sd, "DATA");
 		set_reply(rr, 550, suspended_text);
+		(void)state_end(st, 0);
 		state_close(st);
 		return -1;
 	}
@@ -437,16 +448,22 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 			    &sd->msg, 1);
 		if (o == 1 || p == 1) {
 			set_reply(rr, 451, limited_text);
+			(void)state_end(st, 0);
 			state_close(st);
 			return -1;
 		}
-		if (o == 0 && p == 0 &&
-		    (record(sd, st, "sent-rcpt", &sd->rcpt, sd->member,
-		    nrcpts) == -1 || record(sd, st, "sent-msg", &sd->msg,
-		    sd->member, 1) == -1))
-			o = -1;
-		else
-			sd->reserved = 1;
+		if (o == 0 && p == 0) {
+			if (record(sd, st, "sent-rcpt", &sd->rcpt, sd->member,
+			    nrcpts) == -1 || record(sd, st, "sent-msg",
+			    &sd->msg, sd->member, 1) == -1)
+				o = -1;
+			else
+				sd->reserved = 1;
+		}
+	}
+	if (state_end(st, sd->reserved) != STATE_OK && sd->reserved) {
+		sd->reserved = 0;	/* rolled back: nothing counted */
+		o = -1;
 	}
 	if (s == -1 || o == -1 || p == -1)
 		store_failed(sd, st);

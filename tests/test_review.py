@@ -76,3 +76,43 @@ def test_probe_spool_rewritten_after_the_header_check(env, probe_bin):
         assert len(calls) == 1 and b"bob@" not in calls[0].message, calls
     else:
         assert calls == [], calls
+
+
+def test_concurrent_messages_cannot_both_pass_the_limit(env):
+    """Two connections of one login end their messages at the same time
+    (here: while another process holds the store's write lock, as a busy
+    store does), with room left for one message: one is delivered, the
+    other gets 451.  The check and the count are one transaction; read
+    apart, both connections saw room for one and both were counted."""
+    import sqlite3
+    import threading
+    import time
+    from smtptest import check
+
+    conf = {"user_message_limit": "1/1h", "user_recipient_limit": "0"}
+    conns = [env.session(conf=conf) for _ in range(2)]
+    for c in conns:
+        check(c.mail("alice@example.org"), 250)
+        check(c.rcpt("r@example.net"), 250)
+    db = sqlite3.connect(env.statedb, timeout=5, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    results = [None, None]
+
+    def end(i):
+        results[i] = conns[i].data(b"Subject: x\r\n\r\nhi\r\n")
+
+    threads = [threading.Thread(target=end, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    # Both monitors reach the store while it is locked (less than the
+    # second they wait for a lock before failing open).
+    time.sleep(0.4)
+    db.execute("COMMIT")
+    db.close()
+    for t in threads:
+        t.join(30)
+    codes = sorted(r.code for r in results)
+    assert codes == [250, 451], results
+    assert len(env.calls()) == 1
+    for c in conns:
+        c.quit()
