@@ -398,12 +398,10 @@ static void
 make_member(struct sending *sd, const char *queue_id)
 {
 	uint64_t	 nonce = 0;
-	static uint64_t	 counter;
 
+	/* Without randomness, two messages of one monitor are a while apart. */
 	if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
 		nonce = ((uint64_t)getpid() << 32) ^ (uint64_t)now_ms();
-	/* Distinct within this monitor even if getrandom failed. */
-	nonce ^= ++counter;
 	snprintf(sd->member, sizeof(sd->member), "%s.%016llx", queue_id,
 	    (unsigned long long)nonce);
 }
