@@ -299,7 +299,7 @@ sender_allowed(struct monitor *m, const char *cmd, const char *sender,
  * the spool, read by the monitor itself, pass sender-policy too.
  */
 static int
-headers_allowed(struct monitor *m, struct relay_reply *rr)
+headers_allowed(struct monitor *m, int spool, struct relay_reply *rr)
 {
 	static struct header_senders	 hs;
 	const char			*addrs[HEADER_ADDRS_MAX];
@@ -309,7 +309,7 @@ headers_allowed(struct monitor *m, struct relay_reply *rr)
 
 	if (!m->cf->sender_header_check)
 		return 0;
-	switch (header_senders(m->spool, &hs)) {
+	switch (header_senders(spool, &hs)) {
 	case HEADER_NONE_FOUND:
 		return 0;	/* the MTA adds From: from the envelope */
 	case HEADER_OK:
@@ -356,10 +356,13 @@ spool_size(int fd)
 	    0;
 }
 
-/* policy-service, asked at RCPT (rcpt) or at the end of the message. */
+/*
+ * policy-service, asked at RCPT (rcpt) or at the end of the message (the
+ * one in spool).
+ */
 static int
 policy_service_allows(struct monitor *m, const char *rcpt, const char *id,
-    struct relay_reply *rr)
+    int spool, struct relay_reply *rr)
 {
 	struct policy_request	 rq;
 	struct relay_reply	 answer;
@@ -379,7 +382,7 @@ policy_service_allows(struct monitor *m, const char *rcpt, const char *id,
 	rq.sasl_username = m->user;
 	rq.encryption_protocol = strcmp(m->tls, "none") != 0 ? m->tls : NULL;
 	if (rcpt == NULL)
-		rq.size = spool_size(m->spool);
+		rq.size = spool_size(spool);
 	if (policy_query(m->cf, &rq, &answer) == POLICY_PASS)
 		return 0;
 	*rr = answer;
@@ -452,7 +455,7 @@ monitor_rcpt(struct monitor *m, struct packet *p)
 		monitor_refuse("more RCPT requests than max-recipients");
 	set_reply(&rr, 250, "2.1.5 Ok");
 	if (sending_rcpt(&m->sending, m->env.nrcpts, &rr) == 0)
-		(void)policy_service_allows(m, rcpt, NULL, &rr);
+		(void)policy_service_allows(m, rcpt, NULL, -1, &rr);
 	if (rr.code == 250)
 		m->env.rcpts[m->env.nrcpts++] = xstrdup(rcpt);
 	return send_reply(m, MSG_RCPT, &rr);
@@ -516,13 +519,68 @@ account_still_ok(struct monitor *m, struct relay_reply *rr)
 	}
 }
 
+/*
+ * A copy of the spool file that only the monitor holds, or -1 (logged).
+ * The session keeps its writable descriptor of the spool after SUBMIT: a
+ * subverted one could rewrite the message between the checks and
+ * sendmail's read of it (a From: changed once sender-header-check had
+ * passed).  The checks and sendmail read the copy, so what is delivered
+ * is what was checked.
+ */
+static int
+spool_snapshot(struct monitor *m)
+{
+	char	 buf[65536];
+	off_t	 in = 0;
+	ssize_t	 n, w, off;
+	int	 fd;
+
+	if ((fd = spool_open(m->cf)) == -1)
+		return -1;
+	for (;;) {
+		n = copy_file_range(m->spool, &in, fd, NULL, 1 << 30, 0);
+		if (n == 0)
+			return fd;
+		if (n > 0)
+			continue;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL &&
+		    errno != EOPNOTSUPP)
+			goto fail;
+		break;		/* not between these files: by hand */
+	}
+	for (;;) {
+		n = pread(m->spool, buf, sizeof(buf), in);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			goto fail;
+		if (n == 0)
+			return fd;
+		for (off = 0; off < n;) {
+			w = write(fd, buf + off, (size_t)(n - off));
+			if (w == -1 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				goto fail;
+			off += w;
+		}
+		in += n;
+	}
+fail:
+	log_msg(LOG_ERR, "spool: %s (copying the message)", strerror(errno));
+	close(fd);
+	return -1;
+}
+
 /* The approved envelope, with the message in the spool, to sendmail. */
 static int
 monitor_submit(struct monitor *m, struct packet *p)
 {
 	struct relay_reply	 rr;
 	char			 id[QUEUE_ID_LEN + 1];
-	int			 rc;
+	int			 rc, snap = -1;
 
 	get_bytes(p, id, QUEUE_ID_LEN);
 	id[QUEUE_ID_LEN] = '\0';
@@ -530,18 +588,21 @@ monitor_submit(struct monitor *m, struct packet *p)
 		monitor_refuse("malformed SUBMIT");
 	/* The account check forks: no child gets the store. */
 	sending_release(&m->sending);
-	if (m->spool == -1) {
+	if (m->spool == -1 || (snap = spool_snapshot(m)) == -1) {
 		/* No file since the last one failed, and no SPOOL asked. */
 		set_reply(&rr, 451, "4.3.0 Local error in processing");
-	} else if ((rc = account_still_ok(m, &rr)) == AUTH_GONE)
+	} else if ((rc = account_still_ok(m, &rr)) == AUTH_GONE) {
+		close(snap);
 		return -1;
-	else if (rc == 0 && sender_allowed(m, "DATA", m->env.sender,
-	    &rr) == 0 && headers_allowed(m, &rr) == 0 &&
-	    policy_service_allows(m, NULL, id, &rr) == 0 &&
+	} else if (rc == 0 && sender_allowed(m, "DATA", m->env.sender,
+	    &rr) == 0 && headers_allowed(m, snap, &rr) == 0 &&
+	    policy_service_allows(m, NULL, id, snap, &rr) == 0 &&
 	    sending_reserve(&m->sending, id, m->env.nrcpts, &rr) == 0) {
-		relay_submit(m->cf, &m->env, m->spool, m->user, id, &rr);
+		relay_submit(m->cf, &m->env, snap, m->user, id, &rr);
 		sending_settle(&m->sending, id, rr.code == 250);
 	}
+	if (snap != -1)
+		close(snap);
 	if (rr.code == 250)
 		m->messages++;
 	monitor_new_spool(m);

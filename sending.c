@@ -22,6 +22,8 @@
  * the limits on guessing, these fail open: a store that fails lets mail
  * through, with one log line per connection.
  */
+#include <sys/random.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "smtpauthd.h"
 #include "policy.h"
@@ -385,6 +388,24 @@ record(struct sending *sd, struct state *st, const char *kind,
 }
 
 /*
+ * The member that counts this message: the queue id names it in -S list
+ * and the log, the nonce keeps it apart from any other message with that
+ * id - a subverted session chooses the id, and one repeated would
+ * otherwise renew a single member instead of adding one per message.
+ */
+static void
+make_member(struct sending *sd, const char *queue_id)
+{
+	uint64_t	 nonce = 0;
+
+	/* Without randomness, two messages of one monitor are a while apart. */
+	if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+		nonce = ((uint64_t)getpid() << 32) ^ (uint64_t)now_ms();
+	snprintf(sd->member, sizeof(sd->member), "%s.%016llx", queue_id,
+	    (unsigned long long)nonce);
+}
+
+/*
  * SUBMIT, before sendmail: checked again, and counted.  0: deliver (and
  * call sending_settle after); -1: the reply is set, nothing is counted.
  */
@@ -396,11 +417,22 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 	int		 s, o = 0, p = 0;
 
 	sd->reserved = 0;
+	make_member(sd, queue_id);
 	if ((st = store(sd)) == NULL)
 		return 0;
+	/*
+	 * The check and the count in one transaction: two connections of
+	 * one login ending their messages at once would otherwise both
+	 * read the count before either added to it, and both pass.
+	 */
+	if (state_begin(st) != STATE_OK) {
+		store_failed(sd, st);
+		return 0;
+	}
 	if ((s = suspended(sd, st)) == 1) {
 		log_suspended(sd, "DATA");
 		set_reply(rr, 550, suspended_text);
+		(void)state_end(st, 0);
 		sending_release(sd);
 		return -1;
 	}
@@ -412,16 +444,22 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 			    &sd->msg, 1);
 		if (o == 1 || p == 1) {
 			set_reply(rr, 451, limited_text);
+			(void)state_end(st, 0);
 			sending_release(sd);
 			return -1;
 		}
-		if (o == 0 && p == 0 &&
-		    (record(sd, st, "sent-rcpt", &sd->rcpt, queue_id,
-		    nrcpts) == -1 || record(sd, st, "sent-msg", &sd->msg,
-		    queue_id, 1) == -1))
-			o = -1;
-		else
-			sd->reserved = 1;
+		if (o == 0 && p == 0) {
+			if (record(sd, st, "sent-rcpt", &sd->rcpt, sd->member,
+			    nrcpts) == -1 || record(sd, st, "sent-msg",
+			    &sd->msg, sd->member, 1) == -1)
+				o = -1;
+			else
+				sd->reserved = 1;
+		}
+	}
+	if (state_end(st, sd->reserved) != STATE_OK && sd->reserved) {
+		sd->reserved = 0;	/* rolled back: nothing counted */
+		o = -1;
 	}
 	if (s == -1 || o == -1 || p == -1)
 		store_failed(sd, st);
@@ -435,13 +473,14 @@ sending_settle(struct sending *sd, const char *queue_id, int delivered)
 {
 	struct state	*st;
 
+	(void)queue_id;		/* sd->member names it */
 	if (!sd->reserved || delivered)
 		return;
 	sd->reserved = 0;
 	if ((st = store(sd)) == NULL)
 		return;
-	if (record(sd, st, "sent-rcpt", &sd->rcpt, queue_id, 0) == -1 ||
-	    record(sd, st, "sent-msg", &sd->msg, queue_id, 0) == -1)
+	if (record(sd, st, "sent-rcpt", &sd->rcpt, sd->member, 0) == -1 ||
+	    record(sd, st, "sent-msg", &sd->msg, sd->member, 0) == -1)
 		store_failed(sd, st);
 	sending_release(sd);
 }

@@ -503,6 +503,12 @@ struct sending {
 	int			 failed;	/* the store failed: fail open */
 	int			 reserved;	/* a message counted, not settled */
 	struct state		*st;		/* open from MAIL to the forks */
+	/*
+	 * The counted message's member: the queue id (the session's word,
+	 * which it may repeat) and a nonce of the monitor's, so that no
+	 * message replaces another's count.
+	 */
+	char			 member[QUEUE_ID_LEN + 18];
 };
 void	 sending_init(struct sending *, const struct config *,
 	    const char *peer, const char *login);

@@ -154,6 +154,18 @@ state_add(struct state *st, const char *key, const char *member,
 }
 
 int
+state_begin(struct state *st)
+{
+	return st->backend->begin(st);
+}
+
+int
+state_end(struct state *st, int commit)
+{
+	return st->backend->end(st, commit);
+}
+
+int
 state_latest(struct state *st, const char *key, int64_t now, char *member,
     size_t size, int64_t *marked, int *found)
 {

@@ -58,6 +58,13 @@ struct state_backend {
 	int	(*keys)(struct state *, int64_t now, state_key_fn, void *arg);
 	int	(*verify)(struct state *);	/* -t: writable, not corrupt */
 	void	(*close)(struct state *);
+	/*
+	 * Several reads and changes as one: between begin and end no other
+	 * connection changes the store (add and unmark join the
+	 * transaction); end commits, or with commit 0 rolls back.
+	 */
+	int	(*begin)(struct state *);
+	int	(*end)(struct state *, int commit);
 };
 
 struct state {
@@ -88,6 +95,8 @@ int	 state_unmark(struct state *, const char *key, const char *member);
 int	 state_latest(struct state *, const char *key, int64_t now,
 	    char *member, size_t size, int64_t *marked, int *found);
 int	 state_verify(struct state *);
+int	 state_begin(struct state *);
+int	 state_end(struct state *, int commit);
 int	 state_count(struct state *, const char *key, int64_t now,
 	    uint64_t limit, uint64_t *count, int64_t *until);
 int	 state_has(struct state *, const char *key, const char *member,

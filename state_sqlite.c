@@ -352,6 +352,7 @@ sqlite_add(struct state *st, const char *key, const char *member,
     int64_t now, uint64_t ttl, uint64_t weight)
 {
 	int64_t	 ints[3];
+	int	 own;
 
 	if (ttl > INT32_MAX)
 		ttl = INT32_MAX;
@@ -360,7 +361,9 @@ sqlite_add(struct state *st, const char *key, const char *member,
 	ints[0] = ttl == 0 ? STATE_FOREVER : now + (int64_t)ttl;
 	ints[1] = now;
 	ints[2] = (int64_t)weight;
-	if (exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
+	/* Within state_begin's transaction, state_end commits. */
+	own = sqlite3_get_autocommit(db(st)) != 0;
+	if (own && exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
 		return STATE_RETRY;
 	if (run(st, "DELETE FROM marks WHERE key = ?1 AND expires <= ?2",
 	    key, NULL, now, 0, NULL) != STATE_OK ||
@@ -368,11 +371,11 @@ sqlite_add(struct state *st, const char *key, const char *member,
 	    "weight) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key, member) DO "
 	    "UPDATE SET expires = ?3, marked = ?4, weight = ?5", key, member,
 	    ints, 3, NULL) != STATE_OK)
-		return rollback(st);
+		return own ? rollback(st) : STATE_RETRY;
 	if (sqlite3_last_insert_rowid(db(st)) % TRIM_EVERY == 0 &&
 	    trim(st, now) != STATE_OK)
-		return rollback(st);
-	if (exec_sql(st, "COMMIT") != STATE_OK)
+		return own ? rollback(st) : STATE_RETRY;
+	if (own && exec_sql(st, "COMMIT") != STATE_OK)
 		return rollback(st);
 	return STATE_OK;
 }
@@ -499,6 +502,26 @@ sqlite_forget(struct state *st, const char *key, uint64_t *removed)
 	return STATE_OK;
 }
 
+/*
+ * IMMEDIATE: the write lock from the start, so that what is read in the
+ * transaction is still so when it writes (a check, then a count).
+ */
+static int
+sqlite_begin(struct state *st)
+{
+	return exec_sql(st, "BEGIN IMMEDIATE");
+}
+
+static int
+sqlite_end(struct state *st, int commit)
+{
+	if (!commit)
+		return rollback(st);
+	if (exec_sql(st, "COMMIT") != STATE_OK)
+		return rollback(st);
+	return STATE_OK;
+}
+
 static int
 sqlite_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
 {
@@ -524,5 +547,5 @@ sqlite_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
 const struct state_backend state_sqlite_backend = {
 	"sqlite", sqlite_check, sqlite_open, sqlite_mark, sqlite_add,
 	sqlite_unmark, sqlite_count, sqlite_latest, sqlite_has, sqlite_forget,
-	sqlite_keys, sqlite_verify, sqlite_close
+	sqlite_keys, sqlite_verify, sqlite_close, sqlite_begin, sqlite_end
 };

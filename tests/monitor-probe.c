@@ -17,6 +17,11 @@
  * allows), "mmap-exec", "mprotect-exec", "tgkill PID SIG", "tgkill-self
  * SIG", "abort" and
  * "stack-chk" (what the stack protector calls on a smashed stack).
+ *
+ * And what a subverted session could do with the spool file: "spool"
+ * sends SPOOL and keeps the descriptor that comes with the reply (printed
+ * as "reply HEX" like any other), "write HEX" writes its octets at the
+ * start of that file, "sleep MS" waits.
  */
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -30,13 +35,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "smtpauthd.h"
+#include "chan.h"
 
 #define SCRIPT_MAX	(1 << 20)
 
 static char	*script;
+static int	 spool_fd = -1;	/* "spool": the last one the monitor gave */
 
 void	__stack_chk_fail(void);		/* glibc's */
 
@@ -162,6 +170,36 @@ probe(const struct config *cf, struct io *io, const char *peer,
 					printf("%02x", buf[i]);
 				printf("\n");
 			}
+		} else if (strcmp(line, "spool") == 0) {
+			static const unsigned char req[4] = { 5, 0, 0, 0 };
+			struct packet	 p;
+			int		 fd;
+
+			if (send(channel, req, sizeof(req), MSG_NOSIGNAL) != 4 ||
+			    packet_recv_fd(channel, &p, &fd) == -1)
+				printf("eof\n");
+			else {
+				if (spool_fd != -1)
+					close(spool_fd);
+				spool_fd = fd;
+				printf("reply ");
+				for (i = 0; i < (ssize_t)p.len; i++)
+					printf("%02x", p.buf[i]);
+				printf("\n");
+			}
+		} else if (strncmp(line, "write ", 6) == 0) {
+			if ((len = unhex(line + 6, buf, sizeof(buf))) < 0)
+				_exit(2);
+			did("write", spool_fd == -1 ||
+			    lseek(spool_fd, 0, SEEK_SET) == -1 ? -1 :
+			    (long)write(spool_fd, buf, (size_t)len));
+		} else if (strncmp(line, "sleep ", 6) == 0) {
+			struct timespec ts;
+			long ms = atol(line + 6);
+
+			ts.tv_sec = ms / 1000;
+			ts.tv_nsec = (ms % 1000) * 1000000L;
+			(void)nanosleep(&ts, NULL);
 		} else if (!attack(line, channel))
 			_exit(2);
 		fflush(stdout);
