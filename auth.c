@@ -679,9 +679,11 @@ auth_account(const struct config *cf, const char *user, const char *peer,
 		explicit_bzero(hash, sizeof(hash));
 	} else {
 		rc = account_pam(cf, user, peer, reason);
-		/* cppcheck-suppress getspnamCalled ; one thread */
-		if (rc == AUTH_OK && geteuid() == 0 &&
-		    (sp = getspnam(user)) != NULL && sp->sp_pwdp != NULL &&
+		sp = NULL;
+		if (rc == AUTH_OK && geteuid() == 0)
+			/* cppcheck-suppress getspnamCalled ; one thread */
+			sp = getspnam(user);
+		if (sp != NULL && sp->sp_pwdp != NULL &&
 		    sp->sp_pwdp[0] == '!') {
 			*reason = "account-locked";
 			rc = AUTH_FAIL;

@@ -72,20 +72,20 @@ auth_requests_max(const struct config *cf)
 
 static const struct request {
 	uint32_t	 type;
+	unsigned	 needs;
 	const char	*name;
 	int		 (*handler)(struct monitor *, struct packet *);
-	unsigned	 needs;
 	uint64_t	 (*max)(const struct config *);	/* per connection */
 	const char	*max_key;
 } requests[] = {
-	{ MSG_AUTH, "AUTH", monitor_auth, REQ_ANONYMOUS, auth_requests_max,
+	{ MSG_AUTH, REQ_ANONYMOUS, "AUTH", monitor_auth, auth_requests_max,
 	    "max-auth-failures" },
-	{ MSG_MAIL, "MAIL", monitor_mail, REQ_AUTHENTICATED, NULL, NULL },
-	{ MSG_RCPT, "RCPT", monitor_rcpt, REQ_AUTHENTICATED | REQ_MAIL, NULL,
+	{ MSG_MAIL, REQ_AUTHENTICATED, "MAIL", monitor_mail, NULL, NULL },
+	{ MSG_RCPT, REQ_AUTHENTICATED | REQ_MAIL, "RCPT", monitor_rcpt, NULL,
 	    NULL },
-	{ MSG_SUBMIT, "SUBMIT", monitor_submit, REQ_AUTHENTICATED | REQ_MAIL |
-	    REQ_RCPT, NULL, NULL },
-	{ MSG_SPOOL, "SPOOL", monitor_spool, REQ_AUTHENTICATED, NULL, NULL },
+	{ MSG_SUBMIT, REQ_AUTHENTICATED | REQ_MAIL | REQ_RCPT, "SUBMIT",
+	    monitor_submit, NULL, NULL },
+	{ MSG_SPOOL, REQ_AUTHENTICATED, "SPOOL", monitor_spool, NULL, NULL },
 };
 #define NREQUESTS	(sizeof(requests) / sizeof(requests[0]))
 
@@ -100,6 +100,7 @@ monitor_refuse(const char *fmt, ...)
 	va_list	 ap;
 
 	va_start(ap, fmt);
+	/* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start is just above */
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	log_msg(LOG_ERR, "monitor: refused a request from the session: %s; "

@@ -263,9 +263,8 @@ static void
 log_limited(const struct sending *sd, const char *what, const struct rate *r,
     uint64_t count)
 {
-	char	 esc[ESC_MAX], rate[64], window[32];
+	char	 esc[ESC_MAX], rate[64];
 
-	(void)window;
 	snprintf(rate, sizeof(rate), "%llu/%llus", (unsigned long long)r->count,
 	    (unsigned long long)r->window);
 	log_msg(LOG_NOTICE, "limited user=%s ip=%s limit=%s rate=%s sent=%llu",
@@ -494,7 +493,7 @@ reason_encode(const char *reason, char *out, size_t size)
 	static const char hex[] = "0123456789ABCDEF";
 	size_t	 i, n = 0;
 
-	for (i = 0; reason[i] != '\0' && i < REASON_MAX && n + 4 < size; i++) {
+	for (i = 0; i < REASON_MAX && reason[i] != '\0' && n + 4 < size; i++) {
 		unsigned char c = (unsigned char)reason[i];
 
 		if (c <= ' ' || c == '%' || c >= 0x7f) {
@@ -509,22 +508,52 @@ reason_encode(const char *reason, char *out, size_t size)
 	out[n] = '\0';
 }
 
+static int
+hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
 static void
 reason_decode(const char *in, char *out, size_t size)
 {
-	size_t		 n = 0;
-	unsigned	 v;
+	size_t	 n = 0;
+	int	 hi, lo;
 
 	for (; *in != '\0' && n + 1 < size; in++) {
-		if (in[0] == '%' && isxdigit((unsigned char)in[1]) &&
-		    isxdigit((unsigned char)in[2]) &&
-		    sscanf(in + 1, "%2x", &v) == 1) {
-			out[n++] = (char)v;
+		if (in[0] == '%' && (hi = hex_value((unsigned char)in[1])) >=
+		    0 && (lo = hex_value((unsigned char)in[2])) >= 0) {
+			out[n++] = (char)(hi << 4 | lo);
 			in += 2;
 		} else
 			out[n++] = *in;
 	}
 	out[n] = '\0';
+}
+
+/* "sent-rcpt:3600:" and the like: the window, and where the name starts. */
+static int
+count_key_parse(const char *key, const char *kind, unsigned long long *window,
+    size_t *used)
+{
+	size_t	 n = strlen(kind);
+	char	*end;
+
+	if (strncmp(key, kind, n) != 0 || key[n] != ':' ||
+	    !isdigit((unsigned char)key[n + 1]))
+		return -1;
+	errno = 0;
+	*window = strtoull(key + n + 1, &end, 10);
+	if (errno != 0 || *end != ':')
+		return -1;
+	*used = (size_t)(end + 1 - key);
+	return 0;
 }
 
 static int
@@ -590,7 +619,8 @@ sending_list_key(const struct config *cf, struct state *st, int64_t now,
 	int64_t		 marked;
 	time_t		 t;
 	struct tm	 tm;
-	int		 found, used = 0;
+	size_t		 used = 0;
+	int		 found;
 
 	(void)cf;
 	if (strncmp(key, "suspended:", 10) == 0) {
@@ -609,10 +639,9 @@ sending_list_key(const struct config *cf, struct state *st, int64_t now,
 		    since, log_escape_text(reason, esc, sizeof(esc)));
 		return 1;
 	}
-	if (sscanf(key, "sent-rcpt:%llu:%n", &window, &used) == 1 && used > 0)
+	if (count_key_parse(key, "sent-rcpt", &window, &used) == 0)
 		name = "recipients";
-	else if (sscanf(key, "sent-msg:%llu:%n", &window, &used) == 1 &&
-	    used > 0)
+	else if (count_key_parse(key, "sent-msg", &window, &used) == 0)
 		name = "messages";
 	else
 		return 0;

@@ -1,6 +1,6 @@
-"""Adversarial review of the monitor's checks (issue 12): a subverted
-session speaking the channel itself, a client with a stolen password,
-hostile policy servers.  Each test failed before its fix."""
+"""What a taken-over session, a client with a stolen password and hostile
+policy servers try against the monitor's checks (issue 12, found by an
+adversarial review).  Each test failed before its fix."""
 
 import pytest
 
