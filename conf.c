@@ -1002,6 +1002,11 @@ conf_check(struct config *cf, FILE *report)
 		fprintf(report, "smtpauthd: warning: state none: the sending "
 		    "limits are not counted and no login can be suspended "
 		    "(set state sqlite:PATH, or the limits to 0)\n");
+	if (cf->inject == INJECT_HEADERS && cf->user_recipient_limit.n > 0)
+		fprintf(report, "smtpauthd: warning: inject headers: sendmail "
+		    "takes the recipients from To:, Cc: and Bcc:, which "
+		    "user-recipient-limit does not count (set inject "
+		    "envelope)\n");
 	problems += policy_check(cf, report);
 	problems += sending_check_map(cf, report);
 	check_policy_service(cf, report);

@@ -388,7 +388,7 @@ policy_service_allows(struct monitor *m, const char *rcpt, const char *id,
 		return 0;
 	*rr = answer;
 	log_denied(m, rcpt != NULL ? "RCPT" : "DATA", "policy-service",
-	    NULL);
+	    m->env.sender);
 	return -1;
 }
 

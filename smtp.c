@@ -857,6 +857,9 @@ backend_refused(struct session *s, const struct relay_reply *rr)
 		reply_error(s, rr->code, rr->text);
 	else
 		reply(s, rr->code, "%s", rr->text);
+	/* 421 (a policy server's, say) means what it says: closing. */
+	if (rr->code == 421)
+		close_session(s, "policy");
 }
 
 /* For backends that check nothing: every sender and recipient is taken. */

@@ -166,6 +166,19 @@ static int	run(struct state *, const char *, const char *, const char *,
 static int	run_ints(struct state *, const char *, const char *,
 		    const char *, const int64_t *, size_t, int64_t *);
 
+/*
+ * A store a newer smtpauthd made (another host, or an upgrade rolled
+ * back) is left alone: dropping it would lift its suspensions.
+ */
+static int
+newer(struct state *st, int version)
+{
+	snprintf(st->error, sizeof(st->error), "its layout (version %d) is "
+	    "newer than this smtpauthd's (%d): left as it is", version,
+	    SCHEMA_VERSION);
+	return STATE_RETRY;
+}
+
 static int
 setup(struct state *st)
 {
@@ -183,15 +196,18 @@ setup(struct state *st)
 		return failed(st, "sqlite");
 	if (version == SCHEMA_VERSION)
 		return STATE_OK;
+	if (version > SCHEMA_VERSION)
+		return newer(st, version);
 	if (exec_sql(st, "PRAGMA journal_mode = WAL") != STATE_OK ||
 	    exec_sql(st, "BEGIN IMMEDIATE") != STATE_OK)
 		return STATE_RETRY;
 	/* Another connection may have made it while this one waited. */
 	if (run(st, "PRAGMA user_version", NULL, NULL, 0, 0, &current) !=
-	    STATE_OK || (current != SCHEMA_VERSION &&
-	    exec_sql(st, schema) != STATE_OK)) {
+	    STATE_OK || current > SCHEMA_VERSION ||
+	    (current != SCHEMA_VERSION && exec_sql(st, schema) != STATE_OK)) {
 		(void)sqlite3_exec(db(st), "ROLLBACK", NULL, NULL, NULL);
-		return STATE_RETRY;
+		return current > SCHEMA_VERSION ? newer(st, (int)current) :
+		    STATE_RETRY;
 	}
 	return exec_sql(st, "COMMIT");
 }

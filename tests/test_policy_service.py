@@ -581,3 +581,16 @@ def test_policyd_rate_limit_through_smtpauthd(env, rate_limit):
     c.quit()
     assert env.one_call().rcpts() == ["r0@example.net", "r1@example.net",
                                       "r2@example.net"]
+
+
+def test_a_421_closes_the_connection(env, servers):
+    from smtptest import check
+    srv = FakePolicy(b"action=421 4.7.0 Going away\n\n")
+    servers.append(srv)
+    c = env.session(conf={"policy_service": srv.spec,
+                          "policy_service_timeout": "5"})
+    check(c.mail("alice@example.org"), 250)
+    r = c.rcpt("r@example.net")
+    check(r, 421, "4.7.0")
+    assert c.closed(10), "still open after 421"
+    env.no_calls()

@@ -303,3 +303,37 @@ def test_t_warns_without_a_store(env):
     path = env.write_config({"state": "none"})
     r = env.run(["-t", "-f", path])
     assert "state none" not in r.stderr.decode(), r
+
+
+def test_a_newer_stores_layout_is_left_alone(env):
+    """A store another (newer) smtpauthd made is not dropped, which would
+    lift its suspensions: this one goes on without it."""
+    import sqlite3
+    r = S(env, "suspend", "alice", "kept")
+    assert r.returncode == 0, r
+    db = sqlite3.connect(env.statedb)
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    db.execute("PRAGMA user_version = %d" % (version + 1))
+    db.commit()
+    db.close()
+    c = env.session()
+    check(send(c, ["r@example.net"]), 250)      # failing open
+    c.quit()
+    assert "newer than this smtpauthd's" in all_log(env)
+    r = S(env, "list")
+    assert r.returncode == 75 and b"newer" in r.stderr, r
+    db = sqlite3.connect(env.statedb)
+    rows = db.execute("SELECT count(*) FROM marks WHERE key LIKE "
+                      "'suspended:%'").fetchone()[0]
+    db.close()
+    assert rows == 1
+
+
+def test_t_warns_inject_headers_with_a_recipient_limit(env):
+    path = env.write_config({"inject": "headers",
+                             "user_recipient_limit": "10/1h"})
+    r = env.run(["-t", "-f", path])
+    assert r.returncode == 0 and b"warning: inject headers" in r.stderr, r
+    path = env.write_config({"inject": "headers"})
+    r = env.run(["-t", "-f", path])
+    assert b"inject headers" not in r.stderr, r
