@@ -164,12 +164,14 @@ fuzz: fuzz-build
 # Deselected: the tests that look for the session's seccomp filter, which
 # the session does not install under valgrind (valgrind's own system calls
 # would meet it; see privsep.c), and the one that compares the answer
-# times of failed logins, which valgrind's slowdown (about 20x) blurs.
+# times of failed logins, which valgrind's slowdown (about 20x) blurs; and
+# the process title's, since under valgrind the process is valgrind's.
 VALGRIND_DESELECT ?= test_session_confined or test_two_processes_over_tcp \
             or test_sendmail_as_user_through_the_monitor \
             or test_session_death_as_root or test_seccomp_kill_is_reported \
             or test_tls_in_the_session or test_failures_answer_alike \
-            or test_guesses_at_once_are_counted_before_their_checks
+            or test_guesses_at_once_are_counted_before_their_checks \
+            or test_process_title_after_auth
 
 check-valgrind: smtpauthd tests/capture-sendmail tests/pam_counter.so \
 	    tests/state-probe tests/policy-query
