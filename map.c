@@ -38,6 +38,10 @@
 /* One problem: to -t's report, counted, and the first kept for the caller. */
 static void
 map_vproblem(struct map_file *mf, int warning, size_t lineno, const char *fmt,
+    va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void
+map_vproblem(struct map_file *mf, int warning, size_t lineno, const char *fmt,
     va_list ap)
 {
 	char msg[MAP_WHY_MAX], where[PATH_MAX + 64];

@@ -96,6 +96,10 @@ proc_title_init(int argc, char **argv)
  */
 static void
 format_title(char *buf, size_t size, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void
+format_title(char *buf, size_t size, const char *fmt, va_list ap)
 {
 	size_t i;
 
