@@ -128,7 +128,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
-FUZZ_TARGETS  = io addr auth data conf session header
+FUZZ_TARGETS  = io addr auth data conf session header policy
 FUZZ_OBJS     = $(SRCS:%.c=build/fuzz/%.o)
 FUZZ_LIB_OBJS = $(filter-out build/fuzz/smtpauthd.o,$(FUZZ_OBJS)) \
             build/fuzz/smtpauthd-nomain.o

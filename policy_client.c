@@ -300,6 +300,19 @@ policy_format_request(const struct policy_request *rq, char *buf,
  * still means its words).  Every line before the empty one must be
  * name=value with a name; action= exactly once.
  */
+/* A CR not before its LF, and the like: a reply no server means. */
+static int
+has_control(const char *s, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		if (((unsigned char)s[i] < ' ' && s[i] != '\t') ||
+		    (unsigned char)s[i] == 0x7f)
+			return 1;
+	return 0;
+}
+
 int
 policy_parse_reply(const char *buf, size_t len, char *action,
     size_t actionsize, const char **why)
@@ -320,6 +333,10 @@ policy_parse_reply(const char *buf, size_t len, char *action,
 		off += n + 1;
 		if (n > 0 && line[n - 1] == '\r')
 			n--;
+		if (has_control(line, n)) {
+			*why = "a control character in the reply";
+			return POLICY_REPLY_BAD;
+		}
 		if (n == 0) {
 			if (!seen) {
 				*why = "no action= in the reply";

@@ -1531,6 +1531,9 @@ test_policy_reply(void)
 		{ "=OK\n\n", POLICY_REPLY_BAD, NULL },
 		{ "HTTP/1.0 200 OK\n\n", POLICY_REPLY_BAD, NULL },
 		{ "ACTION=OK\n\n", POLICY_REPLY_BAD, NULL },	/* names: case */
+		{ "action=REJECT a\rb\n\n", POLICY_REPLY_BAD, NULL },
+		{ "action=REJECT a\033[2Jb\n\n", POLICY_REPLY_BAD, NULL },
+		{ "action=REJECT a\tb\n\n", POLICY_REPLY_OK, "REJECT a\tb" },
 	};
 	char		 action[POLICY_REPLY_MAX], big[POLICY_REPLY_MAX + 10];
 	const char	*why;

@@ -33,6 +33,7 @@ max_len() {
 	data)		echo 2500 ;;	# text line 1000
 	addr)		echo 1024 ;;	# path 256
 	header)		echo 9000 ;;	# 32 addresses of 254 (64 KiB: tests/unit.c)
+	policy)		echo 5000 ;;	# a reply of POLICY_REPLY_MAX and past it
 	*)		echo 4096 ;;
 	esac
 }
