@@ -33,9 +33,14 @@ extern char **environ;
 
 static char	*title_area;	/* NULL: proc_title_init found nothing */
 static size_t	 title_size;	/* octets of it, the last NUL included */
-/* The copies: kept reachable here, for the leak checker too. */
+/*
+ * The copies: kept reachable here, for the leak checker too (volatile:
+ * stored but never read again, they would be optimised away).  setenv(3)
+ * may replace environ's entries or environ itself.
+ */
 static char	**saved_argv;
-static char	**saved_environ;
+static char	**volatile saved_environ;
+static char	**volatile new_environ;
 
 /* A copy that outlives anything else we might point at; or exit. */
 static char *
@@ -51,7 +56,7 @@ copy_or_die(const char *s)
 void
 proc_title_init(int argc, char **argv)
 {
-	char	*start, *end;
+	char	*start, *end, **copies, **array;
 	size_t	 n, i;
 
 	if (argc <= 0 || argv == NULL || argv[0] == NULL || saved_argv != NULL)
@@ -74,10 +79,18 @@ proc_title_init(int argc, char **argv)
 	saved_argv = xcalloc((size_t)argc + 1, sizeof(*saved_argv));
 	for (i = 0; i < (size_t)argc; i++)
 		saved_argv[i] = argv[i] = copy_or_die(argv[i]);
-	saved_environ = xcalloc(n + 1, sizeof(*saved_environ));
+	copies = xcalloc(n + 1, sizeof(*copies));
 	for (i = 0; i < n; i++)
-		saved_environ[i] = copy_or_die(environ[i]);
-	environ = saved_environ;
+		copies[i] = copy_or_die(environ[i]);
+	saved_environ = copies;
+	/*
+	 * environ gets an array of its own: unsetenv(3) shifts entries out
+	 * of it, and saved_environ keeps what it drops reachable.
+	 */
+	array = xcalloc(n + 1, sizeof(*array));
+	memcpy(array, copies, n * sizeof(*array));
+	new_environ = array;
+	environ = array;
 	/* err(3) and warn(3) print these; they pointed into the area. */
 	program_invocation_name = saved_argv[0];
 	program_invocation_short_name = strrchr(saved_argv[0], '/');

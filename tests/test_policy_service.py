@@ -199,7 +199,7 @@ ACTIONS = [
      "DENY 550 5.7.0 Spam sent from your account"),
     (b"action=452 Too many today\n\n", "DENY 452 4.7.1 Too many today"),
     (b"action=REJECT 4.7.1 class fixed\n\n", "DENY 554 5.7.1 class fixed"),
-    (b"action=REJECT bad\x01\xffbytes\n\n", "DENY 554 5.7.1 bad??bytes"),
+    (b"action=REJECT bad\xfe\xffbytes\n\n", "DENY 554 5.7.1 bad??bytes"),
     (b"other=1\naction=REJECT x\nmore=2\n\n", "DENY 554 5.7.1 x"),
     (b"action=OK\r\n\r\n", "PASS"),
 ]
@@ -295,6 +295,8 @@ FAILURES = [
     (b"action=DISCARD\n\n", "action DISCARD:"),
     (b"action=250 ok\n\n", "action 250 ok: not an action"),
     (b"action=" + b"x" * 5000 + b"\n\n", "4096"),
+    (b"action=REJECT a\rb\n\n", "a control character in the reply"),
+    (b"action=REJECT bad\x01bytes\n\n", "a control character in the reply"),
 ]
 
 
