@@ -1,0 +1,533 @@
+"""Accounts that exist only in a directory: OpenLDAP (Debian's slapd,
+started here on 127.0.0.1 with a temporary database) seen through
+nss-pam-ldapd (nslcd, libnss-ldapd's NSS module, libpam-ldapd's pam_ldap),
+with smtpauthd run as root by the shipped socket units in the systemd
+container of test_systemd (tests/container.py), whose /etc is a tmpfs:
+nsswitch.conf, nslcd.conf and the PAM files are written there, never on
+the host.
+
+Why nslcd and not SSSD: one small daemon with one configuration file and
+no cache of its own, so "the directory is down" is what the test sees the
+moment slapd stops (SSSD answers from its cache for a while, which is
+what a site wants but makes the test wait or configure the cache away).
+
+The host installs nothing of it: nslcd, libnss-ldapd and libpam-ldapd are
+unpacked (dpkg-deb -x) from the .debs that .ci/run fetches with apt-get
+download into $SMTPAUTHD_CI_DEBS (default /var/cache/smtpauthd-ci/debs;
+fetched into the run's directory when missing there), because installing
+them runs pam-auth-update and may edit the host's nsswitch.conf, and the
+whole suite runs on that host.  In the container:
+  - pam_ldap.so joins a copy of the host's PAM module directory, bound
+    read-only over it (where libpam and smtpauthd's stack check look);
+  - libnss_ldap.so.2 is found through /etc/ld.so.conf and ldconfig run
+    inside (the container's /etc is empty at boot: no cache to spoil);
+  - nslcd runs as a transient service (systemd-run) of the container's
+    systemd, so it is stopped with the container.
+The container shares the host's network, so nslcd reaches slapd on the
+host's loopback.  slapd itself (tools/packages ci, installed with
+slapd/no_configuration so that no directory of the host's is made or
+started) runs on the host from a slapd.conf in the run's directory.
+
+Two PAM services, one socket unit each:
+  - smtpauthd: pam.d/smtpauthd.ldap, the shipped file for directory
+    accounts, installed as /etc/pam.d/smtpauthd: a directory that is down
+    answers 454 (reason=unavailable), not 535.
+  - stock: the shipped pam.d/smtpauthd unchanged, with common-auth and
+    common-account as pam-auth-update writes them once libpam-ldapd is
+    installed: directory users log in, but a directory that is down is
+    a wrong password to it (pam_deny after pam_ldap's authinfo_unavail
+    is ignored).  That is why pam.d/smtpauthd.ldap exists; the test keeps
+    both true.
+Root only (systemd-nspawn, slapd); a skip is a failure under
+SMTPAUTHD_REQUIRE_E2E=1.  Skipped under make check-valgrind for the reason
+test_systemd is.
+"""
+
+import base64
+import glob
+import hashlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+
+import pytest
+
+import e2e
+import smtptest
+from container import Container
+from e2e import SFX
+from smtptest import IS_ROOT, REPO, Client, check, free_port
+
+CT = "/srv/smtpauthd-test"
+SHIPPED_SBIN = "/usr/local/sbin/smtpauthd"
+DEBS = os.environ.get("SMTPAUTHD_CI_DEBS", "/var/cache/smtpauthd-ci/debs")
+LDAPD_PKGS = ("nslcd", "libnss-ldapd", "libpam-ldapd")
+BASE = "dc=example,dc=test"
+USER = "dirusr" + SFX
+PASSWORD = "Dir-secret-" + SFX
+F2B_FILTER = os.path.join(REPO, "contrib", "fail2ban", "filter.d",
+                          "smtpauthd.conf")
+
+# What pam-auth-update writes once libpam-ldapd is installed (Debian 12,
+# libpam-runtime's unix profile and libpam-ldapd's "ldap" profile).
+COMMON_AUTH = """\
+auth	[success=2 default=ignore]	pam_unix.so nullok
+auth	[success=1 default=ignore]	pam_ldap.so minimum_uid=1000 use_first_pass
+auth	requisite			pam_deny.so
+auth	required			pam_permit.so
+"""
+COMMON_ACCOUNT = """\
+account	[success=1 new_authtok_reqd=done default=ignore]	pam_unix.so
+account	requisite			pam_deny.so
+account	required			pam_permit.so
+account	[success=ok new_authtok_reqd=done ignore=ignore user_unknown=ignore \
+authinfo_unavail=ignore default=bad]	pam_ldap.so minimum_uid=1000
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gate():
+    if not IS_ROOT:
+        e2e.skip("needs root (systemd-nspawn, slapd)")
+    for prog in ("systemd-nspawn", "nsenter", "dpkg-deb", "openssl"):
+        if shutil.which(prog) is None:
+            e2e.skip("%s not installed (tools/packages ci)" % prog)
+    for prog in ("/usr/sbin/slapd", "/usr/sbin/slapadd"):
+        if not os.access(prog, os.X_OK):
+            e2e.skip("%s not installed (slapd, tools/packages ci)" % prog)
+    with open(smtptest.BINARY, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            pytest.skip("%s is not a program but a wrapper"
+                        % smtptest.BINARY)
+
+
+def free_uid():
+    """A uid number no account of the host has (the directory's own)."""
+    uid = 70000 + (os.getpid() & 0x3fff)
+    while True:
+        try:
+            pwd.getpwuid(uid)
+            uid += 1
+        except KeyError:
+            return uid
+
+
+def ssha(password):
+    salt = os.urandom(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return "{SSHA}" + base64.b64encode(digest + salt).decode()
+
+
+def unpack_ldapd(top):
+    """nslcd, libnss-ldapd and libpam-ldapd unpacked into top/ldapd."""
+    out = os.path.join(top, "ldapd")
+    fetch = os.path.join(top, "debs")
+    os.mkdir(fetch)
+    for pkg in LDAPD_PKGS:
+        debs = sorted(glob.glob(os.path.join(DEBS, pkg + "_*.deb")))
+        if not debs:
+            os.chmod(fetch, 0o777)      # apt-get download runs as _apt
+            r = subprocess.run(["apt-get", "download", "-q", pkg], cwd=fetch,
+                               capture_output=True, text=True, timeout=120)
+            debs = sorted(glob.glob(os.path.join(fetch, pkg + "_*.deb")))
+            if not debs:
+                e2e.skip("no %s .deb in %s and apt-get download failed: %s"
+                         % (pkg, DEBS, r.stderr.strip()))
+        subprocess.run(["dpkg-deb", "-x", debs[-1], out], check=True)
+    return out
+
+
+class Slapd:
+    """slapd on 127.0.0.1:port with an mdb database in dir."""
+
+    def __init__(self, dir, uid):
+        self.dir = dir
+        self.port = free_port()
+        self.proc = None
+        db = os.path.join(dir, "db")
+        os.makedirs(db)
+        self.conf = os.path.join(dir, "slapd.conf")
+        with open(self.conf, "w") as f:
+            f.write("include /etc/ldap/schema/core.schema\n"
+                    "include /etc/ldap/schema/cosine.schema\n"
+                    "include /etc/ldap/schema/nis.schema\n"
+                    "include /etc/ldap/schema/inetorgperson.schema\n"
+                    "pidfile %s/slapd.pid\n" % dir
+                    + "modulepath /usr/lib/ldap\nmoduleload back_mdb\n"
+                    "database mdb\nmaxsize 10485760\n"
+                    "suffix \"%s\"\n" % BASE
+                    + "directory %s\n" % db
+                    + "access to attrs=userPassword by anonymous auth "
+                    "by * none\naccess to * by * read\n")
+        ldif = os.path.join(dir, "base.ldif")
+        with open(ldif, "w") as f:
+            f.write("dn: %s\nobjectClass: dcObject\nobjectClass: "
+                    "organization\no: test\ndc: example\n\n" % BASE
+                    + "dn: ou=people,%s\nobjectClass: organizationalUnit\n"
+                    "ou: people\n\n" % BASE
+                    + "dn: ou=groups,%s\nobjectClass: organizationalUnit\n"
+                    "ou: groups\n\n" % BASE
+                    + "dn: cn=%s,ou=groups,%s\nobjectClass: posixGroup\n"
+                    "cn: %s\ngidNumber: %d\n\n" % (USER, BASE, USER, uid)
+                    + "dn: uid=%s,ou=people,%s\nobjectClass: account\n"
+                    "objectClass: posixAccount\nuid: %s\ncn: %s\n"
+                    "uidNumber: %d\ngidNumber: %d\n"
+                    "homeDirectory: /nonexistent\nloginShell: /bin/sh\n"
+                    "userPassword: %s\n"
+                    % (USER, BASE, USER, USER, uid, uid, ssha(PASSWORD)))
+        r = subprocess.run(["/usr/sbin/slapadd", "-f", self.conf, "-l", ldif],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "slapd.log"), "ab")
+        # -d: in the foreground (a child to wait for), logging nothing.
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/slapd", "-d", "0", "-f", self.conf, "-h",
+             "ldap://127.0.0.1:%d/" % self.port], stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        e2e.wait_until(lambda: self.proc.poll() is not None or
+                       smtptest.listening(self.port), timeout=30,
+                       what="slapd listening")
+        assert self.proc.poll() is None, smtptest.read_log(self.log.name)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+            self.log = None
+
+
+class Directory:
+    """The run: slapd, the unpacked nss-pam-ldapd, the container."""
+
+    def __init__(self):
+        self.top = tempfile.mkdtemp(prefix="smtpauthd-ldap.")
+        os.chmod(self.top, 0o755)
+        self.dir = os.path.join(self.top, "srv")     # CT in the container
+        os.mkdir(self.dir)
+        os.chmod(self.dir, 0o755)
+        self.slapd = None
+        self.container = None
+        self.ports = {}
+        self.uid = free_uid()
+
+    def setup(self, stage, pki):
+        d = self.dir
+        ldapd = unpack_ldapd(self.top)
+        self.slapd = Slapd(os.path.join(self.top, "slapd"), self.uid)
+        self.slapd.start()
+
+        shutil.copy2(stage.binary, os.path.join(d, "smtpauthd"))
+        os.chmod(os.path.join(d, "smtpauthd"), 0o755)
+        shutil.copy2(os.path.join(ldapd, "usr/sbin/nslcd"),
+                     os.path.join(d, "nslcd"))
+        lib = os.path.join(d, "lib")
+        os.mkdir(lib)
+        shutil.copy2(glob.glob(os.path.join(
+            ldapd, "lib/*/libnss_ldap.so.2"))[0], lib)
+        self.smdir = os.path.join(d, "sm")
+        os.mkdir(self.smdir)
+        os.chmod(self.smdir, 0o1777)
+        shutil.copy2(stage.capture, os.path.join(self.smdir, "sendmail"))
+        os.chmod(os.path.join(self.smdir, "sendmail"), 0o755)
+        shutil.copy(pki.path("chain.pem"), os.path.join(d, "chain.pem"))
+        shutil.copy(pki.path("leaf.key"), os.path.join(d, "leaf.key"))
+        os.chmod(os.path.join(d, "leaf.key"), 0o600)
+
+        etc = os.path.join(self.top, "etc")
+        os.mkdir(etc)
+        files = {
+            "nsswitch.conf": "passwd: files ldap\ngroup: files ldap\n"
+                             "shadow: files\nhosts: files\n",
+            "ld.so.conf": "%s/lib\n" % CT,
+            # No uid/gid lines: nslcd runs as root here, nothing to add to
+            # the container's passwd.  Short retries: a stopped slapd is
+            # "down" at once, not after nslcd's 10 s default.
+            "nslcd.conf": "uri ldap://127.0.0.1:%d/\nbase %s\n"
+                          % (self.slapd.port, BASE)
+                          + "bind_timelimit 3\ntimelimit 3\n"
+                          "reconnect_sleeptime 1\nreconnect_retrytime 1\n",
+        }
+        for pam_service, name in (("smtpauthd", "smtpauthd.conf"),
+                                  ("stock", "stock.conf")):
+            files[name] = ("hostname %s\n" % smtptest.HOSTNAME
+                           + "tls-cert %s/chain.pem\n" % CT
+                           + "tls-key %s/leaf.key\n" % CT
+                           + "sendmail %s/sm/sendmail\n" % CT
+                           + "sender-domains example.org\n"
+                           + "pam-service %s\n" % pam_service
+                           + "state sqlite:/var/lib/smtpauthd/%s.db\n"
+                           % pam_service
+                           + "auth-limit-user 1/1d\n"
+                           + "auth-failure-delay 0\n")
+        binds = []
+        for name, text in files.items():
+            p = os.path.join(etc, name)
+            with open(p, "w") as f:
+                f.write(text)
+            os.chmod(p, 0o644)
+            binds.append((p, "/etc/" + name))
+        for f in ("passwd", "shadow", "group", "gshadow"):
+            if os.path.exists("/etc/" + f):
+                binds.append(("/etc/" + f, "/etc/" + f))
+
+        # /etc/pam.d: the host's, common-* as with libpam-ldapd, the two
+        # services.
+        pamd = os.path.join(self.top, "pam.d")
+        shutil.copytree("/etc/pam.d", pamd, symlinks=True)
+        for name, text in (("common-auth", COMMON_AUTH),
+                           ("common-account", COMMON_ACCOUNT)):
+            with open(os.path.join(pamd, name), "w") as f:
+                f.write(text)
+        shutil.copy(os.path.join(REPO, "pam.d", "smtpauthd.ldap"),
+                    os.path.join(pamd, "smtpauthd"))
+        shutil.copy(os.path.join(REPO, "pam.d", "smtpauthd"),
+                    os.path.join(pamd, "stock"))
+        binds.append((pamd, "/etc/pam.d"))
+        # pam_ldap.so beside the host's modules.
+        unix = glob.glob("/lib/*/security/pam_unix.so") or \
+            glob.glob("/usr/lib/*/security/pam_unix.so")
+        moddir = os.path.realpath(os.path.dirname(unix[0]))
+        mods = os.path.join(self.top, "security")
+        shutil.copytree(moddir, mods, symlinks=True)
+        shutil.copy2(glob.glob(os.path.join(
+            ldapd, "lib/*/security/pam_ldap.so"))[0], mods)
+        binds.append((mods, moddir))
+
+        units = os.path.join(self.top, "units")
+        os.mkdir(units)
+        texts = {}
+        for u in ("smtpauthd.socket", "smtpauthd@.service"):
+            with open(os.path.join(REPO, "systemd", u)) as f:
+                texts[u] = f.read()
+        for sock in ("smtpauthd.socket", "stock.socket"):
+            self.ports[sock] = free_port()
+        sock = texts["smtpauthd.socket"]
+        svc = texts["smtpauthd@.service"]
+        assert svc.count(SHIPPED_SBIN) == 1, svc
+        texts["smtpauthd.socket"] = re.sub(
+            r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
+            % self.ports["smtpauthd.socket"], sock, flags=re.M)
+        texts["stock.socket"] = re.sub(
+            r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
+            % self.ports["stock.socket"], sock, flags=re.M)
+        texts["smtpauthd@.service"] = svc.replace(SHIPPED_SBIN,
+                                                  CT + "/smtpauthd")
+        texts["stock@.service"] = svc.replace(
+            SHIPPED_SBIN, CT + "/smtpauthd -f /etc/stock.conf")
+        texts["smtpauthd-test.target"] = (
+            "[Unit]\nDescription=smtpauthd test: directory accounts\n"
+            "Wants=smtpauthd.socket stock.socket\n"
+            "Wants=systemd-journald.socket systemd-journald-dev-log.socket\n"
+            "AllowIsolate=yes\n")
+        for name, text in texts.items():
+            p = os.path.join(units, name)
+            with open(p, "w") as f:
+                f.write(text)
+            os.chmod(p, 0o644)
+            binds.append((p, "/etc/systemd/system/" + name))
+
+        self.container = Container(self.top, binds, [(self.dir, CT)],
+                                   "smtpauthd-test.target")
+        c = self.container
+        c.find_pid1()
+        e2e.wait_until(lambda: all(
+            c.prop(u, "ActiveState") == "active" for u in self.ports) and
+            all(smtptest.listening(p) for p in self.ports.values()),
+            timeout=60, what="the sockets in the container")
+        for cmd in (["ldconfig"], ["mkdir", "-p", "/run/nslcd"],
+                    ["systemd-run", "--unit=nslcd-test", "--quiet",
+                     CT + "/nslcd", "-n"]):
+            r = c.run(*cmd)
+            assert r.returncode == 0, (cmd, r)
+        e2e.wait_until(lambda: self.getent() is not None, timeout=30,
+                       what="the directory user through NSS")
+
+    def getent(self):
+        r = self.container.run("getent", "passwd", USER)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    def cleanup(self):
+        left = []
+        if self.container is not None:
+            left = self.container.stop()
+        if self.slapd is not None:
+            self.slapd.stop()
+        if not os.environ.get("KEEP_TEST_DIRS"):
+            shutil.rmtree(self.top, ignore_errors=True)
+        assert not left, "processes left in the container: %r" % left
+
+    # --- helpers of the tests
+    def connect(self, sock="smtpauthd.socket"):
+        s = socket.create_connection(("127.0.0.1", self.ports[sock]),
+                                     timeout=30)
+        c = Client(s)
+        c.greeting(15)
+        c.ehlo()
+        c.starttls()
+        c.ehlo()
+        return c
+
+    def calls(self):
+        out = []
+        for n in os.listdir(self.smdir):
+            if re.match(r"^call-\d+$", n):
+                out.append(smtptest.Call(os.path.join(self.smdir, n)))
+        return sorted(out, key=lambda c: c.n)
+
+    def journal(self):
+        return self.container.journal()
+
+    def state(self, conf):
+        """smtpauthd -S list against a service's store (stdout)."""
+        r = self.container.run(CT + "/smtpauthd", "-f", "/etc/" + conf,
+                               "-S", "list")
+        assert r.returncode == 0, r
+        return r.stdout
+
+    def unblock(self, conf):
+        self.container.run(CT + "/smtpauthd", "-f", "/etc/" + conf,
+                           "-S", "unblock", USER)
+
+
+@pytest.fixture(scope="module")
+def directory(stage, pki):
+    d = Directory()
+    try:
+        d.setup(stage, pki)
+        yield d
+    finally:
+        d.cleanup()
+
+
+@pytest.fixture
+def slapd_down(directory):
+    """slapd stopped for the test, started again after it."""
+    directory.slapd.stop()
+    try:
+        yield
+    finally:
+        directory.slapd.start()
+        e2e.wait_until(lambda: directory.getent() is not None, timeout=30,
+                       what="the directory user back through NSS")
+
+
+def journal_has(d, pattern, timeout=10):
+    e2e.wait_until(lambda: re.search(pattern, d.journal(), re.M),
+                   timeout=timeout, what="%r in the journal" % pattern)
+    return re.findall(pattern, d.journal(), re.M)
+
+
+def send(d, c, tag):
+    before = len(d.calls())
+    r = c.transaction(sender="%s@example.org" % USER,
+                      rcpts=["rcpt@example.net"],
+                      body=("Subject: %s\r\n\r\nhello\r\n" % tag).encode())
+    check(r, 250, "2.0.0")
+    c.quit()
+    calls = d.calls()
+    assert len(calls) == before + 1, calls
+    return calls[-1]
+
+
+def test_user_is_in_the_directory_only(directory):
+    with pytest.raises(KeyError):
+        pwd.getpwnam(USER)
+    with pytest.raises(KeyError):
+        pwd.getpwuid(directory.uid)
+    ent = directory.getent().split(":")
+    assert ent[0] == USER and int(ent[2]) == directory.uid, ent
+
+
+@pytest.mark.parametrize("sock", ["smtpauthd.socket", "stock.socket"])
+def test_plain_runs_sendmail_as_the_directory_uid(directory, sock):
+    c = directory.connect(sock)
+    check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+    call = send(directory, c, "plain " + sock)
+    assert (call.uid, call.euid, call.gid) == \
+        (directory.uid, directory.uid, directory.uid), call
+    assert call.rcpts() == ["rcpt@example.net"], call.argv
+    journal_has(directory, r"^auth ok user=%s mech=PLAIN ip=127\.0\.0\.1 "
+                r"tls=\S+$" % USER)
+
+
+def test_login(directory):
+    c = directory.connect()
+    check(c.auth_login(USER, PASSWORD), 235, "2.7.0")
+    call = send(directory, c, "login")
+    assert call.uid == directory.uid, call
+
+
+def test_wrong_password_is_a_counted_guess(directory):
+    c = directory.connect()
+    check(c.auth_plain(USER, "not-" + PASSWORD), 535, "5.7.8")
+    c.quit()
+    journal_has(directory, r"^auth failed user=%s mech=PLAIN "
+                r"ip=127\.0\.0\.1 reason=credentials tls=\S+$" % USER)
+    # auth-limit-user 1/1d: the one guess blocks the user.
+    assert re.search(r"^blocked user=%s failures=1 limit=1 " % USER,
+                     directory.state("smtpauthd.conf"), re.M), \
+        directory.state("smtpauthd.conf")
+    directory.unblock("smtpauthd.conf")
+    assert "blocked user=%s " % USER not in directory.state("smtpauthd.conf")
+
+
+def fail2ban_matches(d, line):
+    """fail2ban-regex's matches of the shipped filter on one log line."""
+    if shutil.which("fail2ban-regex") is None:
+        e2e.skip("fail2ban-regex not installed (fail2ban, tools/packages ci)")
+    conf = os.path.join(d.top, "fail2ban")
+    if not os.path.isdir(conf):
+        os.makedirs(os.path.join(conf, "filter.d"))
+        shutil.copy(os.path.join("/etc/fail2ban/filter.d", "common.conf"),
+                    os.path.join(conf, "filter.d"))
+        shutil.copy(F2B_FILTER, os.path.join(conf, "filter.d"))
+    path = os.path.join(d.top, "f2b.log")
+    with open(path, "w") as f:
+        # A fixed date with zone: the same for fail2ban whatever the day.
+        f.write("2026-12-03T12:00:00.000000+00:00 mx smtpauthd[42]: %s\n"
+                % line)
+    r = subprocess.run(["fail2ban-regex", "-c", conf, "-r", "-o", "<ip>",
+                        path, "smtpauthd"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
+    return [l for l in r.stdout.splitlines() if l.strip()]
+
+
+def test_directory_down_is_454_not_a_guess(directory, slapd_down):
+    c = directory.connect()
+    r = c.auth_plain(USER, PASSWORD)
+    check(r, 454, "4.7.0")
+    c.quit()
+    lines = journal_has(directory, r"^auth failed user=%s mech=PLAIN "
+                        r"ip=127\.0\.0\.1 reason=unavailable tls=\S+$" % USER)
+    assert "blocked user=%s " % USER not in directory.state("smtpauthd.conf")
+    assert fail2ban_matches(directory, lines[-1]) == []
+    # The filter does match the same line with reason=credentials (else
+    # the assertion above would prove nothing).
+    assert fail2ban_matches(directory, lines[-1].replace(
+        "reason=unavailable", "reason=credentials")) == ["127.0.0.1"]
+
+
+def test_stock_stack_takes_directory_down_for_a_guess(directory, slapd_down):
+    """Why pam.d/smtpauthd.ldap: the shipped file over pam-auth-update's
+    common-auth answers a down directory with 535."""
+    c = directory.connect("stock.socket")
+    check(c.auth_plain(USER, PASSWORD), 535, "5.7.8")
+    c.quit()
+    assert re.search(r"^blocked user=%s " % USER,
+                     directory.state("stock.conf"), re.M)
+    directory.unblock("stock.conf")
