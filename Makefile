@@ -9,6 +9,7 @@
 #   make lint       cppcheck, clang-tidy and scan-build, warnings as errors
 #   make install    PREFIX, DESTDIR, SBINDIR, MANDIR, SYSCONFDIR honoured
 #                   (and UNITDIR, PAM...: see make install below)
+#   make install-strip  the same with the binary stripped
 
 PREFIX     ?= /usr/local
 SBINDIR    ?= $(PREFIX)/sbin
@@ -220,6 +221,10 @@ run:
 # Honoured: DESTDIR, PREFIX, SBINDIR, MANDIR, SYSCONFDIR, and
 #   UNITDIR    the systemd units (systemd reads /usr/local/lib/systemd/system
 #              too; packages use UNITDIR=/usr/lib/systemd/system)
+#   SYSUSERSDIR, TMPFILESDIR  the unit directory's siblings: the privsep
+#              user for systemd-sysusers and the directories for
+#              systemd-tmpfiles, both as smtpauthd.conf, so that a package
+#              built with DESTDIR gets them made on the system it lands on
 #   XINETDDIR  the xinetd entry;  PAMDIR  the PAM service file
 #   FAIL2BANDIR  fail2ban's configuration: the filter and the jail (disabled)
 #              of contrib/fail2ban go into its filter.d and jail.d, only
@@ -235,9 +240,16 @@ run:
 # file, smtpauthd.conf (the example: every key commented out, at its
 # default), the xinetd entry and the fail2ban jail (both installed disabled)
 # and filter are installed only when absent, and make uninstall leaves them, as it leaves the privsep-user.
-# The units and the xinetd entry name $(SBINDIR)/smtpauthd.  Nothing is
+# The units and the xinetd entry name $(SBINDIR)/smtpauthd, and the man
+# pages the paths they were installed to.  Nothing is
 # enabled or started: the last lines of make install say how.
+# make install-strip (automake's name) installs the binary stripped of its
+# symbols and debugging information, with $(STRIP); make install installs
+# it as built, for packagers who split the debugging information out.
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+STRIP      ?= strip
 XINETDDIR  ?= $(SYSCONFDIR)/xinetd.d
 PAMDIR     ?= $(SYSCONFDIR)/pam.d
 FAIL2BANDIR ?= $(SYSCONFDIR)/fail2ban
@@ -249,6 +261,14 @@ UNITS = smtpauthd.socket smtpauthd@.service smtpauthd-smtps.socket \
 # The path of the binary in the units and the xinetd entry as shipped.
 SBIN_SHIPPED = /usr/local/sbin/smtpauthd
 SBIN_SED = sed 's|$(SBIN_SHIPPED)|$(SBINDIR)/smtpauthd|g'
+# The man pages say where make install puts things with its defaults; as
+# installed they say where it put them.
+MAN_SED = sed -e 's|$(SBIN_SHIPPED)|$(SBINDIR)/smtpauthd|g' \
+            -e 's|/usr/local/lib/systemd/system|$(UNITDIR)|g' \
+            -e 's|/usr/local/lib/sysusers\.d|$(SYSUSERSDIR)|g' \
+            -e 's|/usr/local/lib/tmpfiles\.d|$(TMPFILESDIR)|g' \
+            -e 's|/usr/local/share/doc/smtpauthd|$(DOCDIR)|g' \
+            -e 's|PREFIX=/usr/local|PREFIX=$(PREFIX)|g'
 # $(call install_new,SOURCE,TARGET): SOURCE as TARGET (mode 0644) unless
 # TARGET exists (a dangling symbolic link included).
 install_new = if [ -e '$(2)' ] || [ -L '$(2)' ]; then \
@@ -263,7 +283,7 @@ install_new = if [ -e '$(2)' ] || [ -L '$(2)' ]; then \
 empty :=
 space := $(empty) $(empty)
 tab := $(empty)	$(empty)
-INSTALL_PATHS_GIVEN = $(DESTDIR):$(PREFIX):$(SBINDIR):$(MANDIR):$(DOCDIR):$(UNITDIR):$(SYSCONFDIR):$(PAMDIR):$(XINETDDIR):$(FAIL2BANDIR)
+INSTALL_PATHS_GIVEN = $(DESTDIR):$(PREFIX):$(SBINDIR):$(MANDIR):$(DOCDIR):$(UNITDIR):$(SYSCONFDIR):$(PAMDIR):$(XINETDDIR):$(FAIL2BANDIR):$(SYSUSERSDIR):$(TMPFILESDIR):$(STRIP)
 install_path_bad = $(if $(findstring $(space),$(INSTALL_PATHS_GIVEN)),blank)$(if $(findstring $(tab),$(INSTALL_PATHS_GIVEN)),tab)$(foreach c,' " | & ; $$ \ `,$(findstring $(c),$(INSTALL_PATHS_GIVEN)))
 check_install_paths = $(if $(strip $(install_path_bad)),$(error make $@: a path with a blank or one of ' " | & ; $$ \ ` is not supported))
 
@@ -276,13 +296,20 @@ install: smtpauthd
 	@# of an existing one (/etc included).
 	@for d in $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
-	    $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(PAMDIR); do \
+	    $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(PAMDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR); do \
 	    [ -d "$$d" ] || { echo "install -d $$d"; install -d "$$d"; } || exit 1; \
 	done
-	install -m 755 smtpauthd $(DESTDIR)$(SBINDIR)/smtpauthd
-	install -m 644 man/smtpauthd.8 $(DESTDIR)$(MANDIR)/man8/smtpauthd.8
-	install -m 644 man/smtpauthd.conf.5 \
-	    $(DESTDIR)$(MANDIR)/man5/smtpauthd.conf.5
+	install -m 755 $(INSTALL_STRIP) smtpauthd $(DESTDIR)$(SBINDIR)/smtpauthd
+	@set -e; for m in man8/smtpauthd.8 man5/smtpauthd.conf.5; do \
+	    echo "$(MAN_SED) man/$${m#*/} > $(DESTDIR)$(MANDIR)/$$m"; \
+	    $(MAN_SED) man/$${m#*/} > '$(DESTDIR)$(MANDIR)'/$$m; \
+	    chmod 644 '$(DESTDIR)$(MANDIR)'/$$m; \
+	done
+	install -m 644 systemd/smtpauthd.sysusers \
+	    $(DESTDIR)$(SYSUSERSDIR)/smtpauthd.conf
+	install -m 644 systemd/smtpauthd.tmpfiles \
+	    $(DESTDIR)$(TMPFILESDIR)/smtpauthd.conf
 	install -m 644 smtpauthd.conf.example \
 	    $(DESTDIR)$(DOCDIR)/smtpauthd.conf.example
 	@set -e; for u in $(UNITS); do \
@@ -329,7 +356,8 @@ install: smtpauthd
 	    done; \
 	fi
 	@# The unprivileged user of the network-facing process (privsep-user):
-	@# made on the live system only, never into a DESTDIR.
+	@# made on the live system only, never into a DESTDIR (there
+	@# $(SYSUSERSDIR)/smtpauthd.conf says how to make it).
 	@if [ -z "$(DESTDIR)" ] && ! getent passwd smtpauthd >/dev/null; then \
 	    echo "useradd --system --no-create-home --home-dir /nonexistent" \
 	        "--shell /usr/sbin/nologin smtpauthd"; \
@@ -343,6 +371,10 @@ install: smtpauthd
 	@if [ -e '$(DESTDIR)$(XINETDDIR)/smtpauthd' ]; then \
 	    echo "  or set disable = no in $(XINETDDIR)/smtpauthd and reload" \
 	        "xinetd."; fi
+
+# The target-specific variable reaches install's recipe: no second make.
+install-strip: INSTALL_STRIP = -s --strip-program=$(STRIP)
+install-strip: install
 
 # The units are not removed from under a running or enabled socket: that
 # would leave systemd serving connections with a program that is gone.
@@ -369,6 +401,8 @@ uninstall:
 	    $(DESTDIR)$(MANDIR)/man8/smtpauthd.8 \
 	    $(DESTDIR)$(MANDIR)/man5/smtpauthd.conf.5 \
 	    $(DESTDIR)$(DOCDIR)/smtpauthd.conf.example \
+	    $(DESTDIR)$(SYSUSERSDIR)/smtpauthd.conf \
+	    $(DESTDIR)$(TMPFILESDIR)/smtpauthd.conf \
 	    $(UNITS:%=$(DESTDIR)$(UNITDIR)/%)
 	@if [ -d '$(DESTDIR)$(DOCDIR)' ]; then \
 	    if rmdir '$(DESTDIR)$(DOCDIR)' 2>/dev/null; then \
@@ -388,5 +422,6 @@ uninstall:
 clean:
 	rm -rf build smtpauthd smtpauthd-asan $(TEST_PROGS)
 
-.PHONY: all check bench print-objs run install uninstall clean fuzz fuzz-build \
+.PHONY: all check bench print-objs run install install-strip uninstall clean \
+	fuzz fuzz-build \
 	check-valgrind lint lint-cppcheck lint-clang-tidy lint-scan-build lint-objs

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "smtpauthd.h"
@@ -958,7 +959,7 @@ conf_check(struct config *cf, FILE *report)
 	struct stat	 st;
 	const char	*why;
 	size_t		 i;
-	int		 problems = 0;
+	int		 problems = 0, e;
 
 	if (cf->auth == AUTH_PAM)
 		(void)pam_stack_check(cf->pam_service, pam_problem, cf);
@@ -976,12 +977,19 @@ conf_check(struct config *cf, FILE *report)
 		fprintf(report, "smtpauthd: warning: hostname is not set: each "
 		    "connection asks the resolver for the FQDN (now %s); set "
 		    "hostname to skip that\n", cf->hostname);
+	/*
+	 * The state of a fresh install before the certificate is set: it
+	 * would run, but offer AUTH to no one, so no one could send.  Not
+	 * "ok": an administrator who means plain-text logins says so with
+	 * auth-require-tls no, which needs no key of its own.
+	 */
 	if (cf->tls != TLS_NONE)
 		check_tls(cf, report);
 	else if (cf->auth_require_tls)
-		fprintf(report, "smtpauthd: warning: tls none with "
-		    "auth-require-tls yes: AUTH is never offered, so no one "
-		    "can send\n");
+		conf_error(cf, "tls none with auth-require-tls yes: AUTH is "
+		    "never offered, so no one can send; set tls-cert and "
+		    "tls-key, or auth-require-tls no if the network is "
+		    "trusted");
 	if (geteuid() == 0) {
 		if ((pw = getpwnam(cf->privsep_user)) == NULL)
 			conf_error(cf, "privsep-user %s does not exist (make "
@@ -995,6 +1003,10 @@ conf_check(struct config *cf, FILE *report)
 		conf_error(cf, "privsep-dir %s: must be a directory owned by "
 		    "root and writable by no one else", cf->privsep_dir);
 	check_arg_max(cf, report);
+	if ((e = log_syslog_reachable()) != 0)
+		fprintf(report, "smtpauthd: warning: %s: %s: nothing smtpauthd "
+		    "logs would be kept (is a syslog daemon running?)\n",
+		    _PATH_LOG, strerror(e));
 	check_state(cf);
 	if (strcmp(cf->state, "none") == 0 &&
 	    (cf->user_recipient_limit.n > 0 || cf->user_message_limit.n > 0 ||

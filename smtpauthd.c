@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <arpa/inet.h>
 #include <err.h>
@@ -29,6 +30,8 @@
 static int log_to_stderr;
 static char log_ident[32];
 
+static void	log_say_if_unavailable(void);
+
 void
 log_init(int to_stderr)
 {
@@ -41,8 +44,60 @@ log_init(int to_stderr)
 	snprintf(log_ident, sizeof(log_ident), "smtpauthd[%ld]",
 	    (long)getpid());
 	log_to_stderr = to_stderr;
-	if (!to_stderr)
+	if (!to_stderr) {
 		openlog(log_ident, LOG_NDELAY, LOG_MAIL);
+		log_say_if_unavailable();
+	}
+}
+
+/*
+ * syslog(3) reports nothing: with no one listening on /dev/log (a
+ * container, a minimal VM) every line is dropped without a word.  So
+ * the connection it makes is tried here once, before any chroot or
+ * seccomp filter, the way glibc makes it (a datagram socket, else a
+ * stream one).  Returns 0, or the errno that says why not.
+ */
+int
+log_syslog_reachable(void)
+{
+	static const int	 types[] = { SOCK_DGRAM, SOCK_STREAM };
+	struct sockaddr_un	 sun;
+	size_t			 i;
+	int			 fd, e = 0;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", _PATH_LOG);
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		if ((fd = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0)) == -1)
+			return errno;
+		if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+			close(fd);
+			return 0;
+		}
+		e = errno;
+		close(fd);
+		if (e != EPROTOTYPE)
+			break;
+	}
+	return e;
+}
+
+/*
+ * One line on standard error, once per process (the session inherits
+ * the answer), where systemd's journal or a terminal keeps it.  Under
+ * inetd fd 2 was the client's socket: stderr_off_the_socket() made it
+ * /dev/null before this runs, so the client never sees the line.
+ */
+static void
+log_say_if_unavailable(void)
+{
+	int e;
+
+	if ((e = log_syslog_reachable()) != 0)
+		fprintf(stderr, "%s: logging unavailable: %s: %s (is a syslog "
+		    "daemon running?); nothing will be logged\n", log_ident,
+		    _PATH_LOG, strerror(e));
 }
 
 void

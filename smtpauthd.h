@@ -154,6 +154,7 @@ void	 conf_print_rates(const struct rates *, char *out, size_t size);
 #define ESC_MAX		(4 * 256 + 8)
 
 void	 log_init(int to_stderr);
+int	 log_syslog_reachable(void);
 void	 log_msg(int prio, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 const char *log_escape(const char *s, char *buf, size_t bufsize);

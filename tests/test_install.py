@@ -24,6 +24,7 @@ UNITS = ["smtpauthd.socket", "smtpauthd@.service", "smtpauthd-smtps.socket",
 # Variables of the environment that would change what make install does.
 MAKE_VARS = ["DESTDIR", "PREFIX", "SBINDIR", "MANDIR", "SYSCONFDIR",
              "UNITDIR", "XINETDDIR", "PAMDIR", "DOCDIR", "PAM", "MAKEFLAGS",
+             "SYSUSERSDIR", "TMPFILESDIR", "STRIP",
              "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"]
 # Keys whose default smtpauthd works out (DESIGN: hostname is the host's
 # FQDN, tls is starttls when tls-cert is set): the example shows an example
@@ -109,6 +110,11 @@ class Layout:
         self.man = v.get("MANDIR", prefix + "/share/man")
         self.etc = v.get("SYSCONFDIR", "/etc")
         self.unit = v.get("UNITDIR", prefix + "/lib/systemd/system")
+        self.sysusers = v.get("SYSUSERSDIR", prefix + "/lib/sysusers.d") + \
+            "/smtpauthd.conf"
+        self.tmpfiles = v.get("TMPFILESDIR", prefix + "/lib/tmpfiles.d") + \
+            "/smtpauthd.conf"
+        self.prefix = prefix
         self.doc = v.get("DOCDIR", prefix + "/share/doc/smtpauthd")
         self.binary = self.sbin + "/smtpauthd"
         self.conf = self.etc + "/smtpauthd.conf"
@@ -128,6 +134,8 @@ class Layout:
             self.man + "/man8/smtpauthd.8": "0o644",
             self.man + "/man5/smtpauthd.conf.5": "0o644",
             self.doc + "/smtpauthd.conf.example": "0o644",
+            self.sysusers: "0o644",
+            self.tmpfiles: "0o644",
         }
         f.update({self.unit + "/" + u: "0o644" for u in UNITS})
         f.update(self.etc_files())
@@ -144,9 +152,21 @@ class Layout:
             self.conf: "smtpauthd.conf.example",
             self.pam: expected_pam(),
             self.xinetd: "xinetd/smtpauthd",
+            self.sysusers: "systemd/smtpauthd.sysusers",
+            self.tmpfiles: "systemd/smtpauthd.tmpfiles",
         }
         s.update({self.unit + "/" + u: "systemd/" + u for u in UNITS})
         return s
+
+    def man_paths(self):
+        """(path in the pages as shipped, path installed), in the order
+        they are replaced: the pages name the paths of the install."""
+        return [(SHIPPED_SBIN, self.binary),
+                ("/usr/local/lib/systemd/system", self.unit),
+                ("/usr/local/lib/sysusers.d/smtpauthd.conf", self.sysusers),
+                ("/usr/local/lib/tmpfiles.d/smtpauthd.conf", self.tmpfiles),
+                ("/usr/local/share/doc/smtpauthd", self.doc),
+                ("PREFIX=/usr/local", "PREFIX=" + self.prefix)]
 
 
 LAYOUTS = {
@@ -158,7 +178,9 @@ LAYOUTS = {
     "every-dir": dict(PREFIX="/opt/sa", SBINDIR="/opt/sb/bin",
                       MANDIR="/opt/sb/man", SYSCONFDIR="/opt/sb/etc",
                       UNITDIR="/opt/sb/units", DOCDIR="/opt/sb/doc",
-                      PAMDIR="/opt/sb/pam", XINETDDIR="/opt/sb/xinetd"),
+                      PAMDIR="/opt/sb/pam", XINETDDIR="/opt/sb/xinetd",
+                      SYSUSERSDIR="/opt/sb/sysusers",
+                      TMPFILESDIR="/opt/sb/tmpfiles"),
 }
 
 
@@ -187,6 +209,10 @@ LIVE = ["/usr/local/sbin/smtpauthd", "/usr/sbin/smtpauthd",
         "/usr/local/share/man/man8/smtpauthd.8",
         "/usr/local/lib/systemd/system/smtpauthd.socket",
         "/usr/lib/systemd/system/smtpauthd.socket",
+        "/usr/local/lib/sysusers.d/smtpauthd.conf",
+        "/usr/lib/sysusers.d/smtpauthd.conf",
+        "/usr/local/lib/tmpfiles.d/smtpauthd.conf",
+        "/usr/lib/tmpfiles.d/smtpauthd.conf",
         "/usr/local/share/doc/smtpauthd", "/opt/sa", "/opt/sb"]
 
 
@@ -224,6 +250,9 @@ def test_install_and_uninstall_tree(tmp_path, name):
         if src.endswith((".service", "xinetd/smtpauthd")):
             assert SHIPPED_SBIN.encode() in want, src
             want = want.replace(SHIPPED_SBIN.encode(), sbin.encode())
+        if src.startswith("man/"):
+            for shipped, installed in lay.man_paths():
+                want = want.replace(shipped.encode(), installed.encode())
         assert got == want, "%s is not %s" % (path, src)
 
     # The services start the installed binary; no unit still names the
@@ -556,3 +585,137 @@ def test_fail2ban_files_only_where_fail2ban_is(tmp_path):
     other = tmp_path / "other"
     out = install(str(other), "PREFIX=/usr")
     assert not (other / "etc/fail2ban").exists(), out
+
+
+# ------------------------------------------- what a package would ship
+
+MAN_PAGES = ["/man8/smtpauthd.8", "/man5/smtpauthd.conf.5"]
+
+
+@pytest.mark.parametrize("name", ["prefix-usr", "some-dirs"])
+def test_man_pages_name_the_installed_paths(tmp_path, name):
+    """Installed elsewhere than /usr/local, the pages say where: no
+    /usr/local is left in them, and they name the binary, the units and
+    the sysusers.d and tmpfiles.d files where they are."""
+    lay = Layout(**LAYOUTS[name])
+    dest = str(tmp_path / "root")
+    install(dest, *lay.args())
+    text = "".join(read(dest + lay.man + p) for p in MAN_PAGES)
+    assert "/usr/local" not in text
+    for path in (lay.binary, lay.unit + "/smtpauthd.socket", lay.sysusers,
+                 lay.tmpfiles, lay.doc + "/smtpauthd.conf.example",
+                 "PREFIX=" + lay.prefix):
+        assert path in text, path
+    # What the program reads is where it reads it, whatever SYSCONFDIR.
+    assert "\n.I /etc/smtpauthd.conf\n" in text
+
+
+def sections(path):
+    r = subprocess.run(["readelf", "-S", "-W", path], capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    return set(re.findall(r"\] (\.\S+)", r.stdout))
+
+
+def test_install_strip(tmp_path):
+    """make install-strip installs the binary without symbols or debugging
+    information, with $(STRIP); make install, as built (-g)."""
+    lay = Layout()
+    plain = str(tmp_path / "plain")
+    install(plain)
+    assert {".symtab", ".debug_info"} <= sections(plain + lay.binary)
+    stripped = str(tmp_path / "stripped")
+    r = make("install-strip", "DESTDIR=%s" % stripped)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = sections(stripped + lay.binary)
+    assert ".symtab" not in got and ".debug_info" not in got, got
+    assert ".text" in got
+    v = subprocess.run([stripped + lay.binary, "-V"], capture_output=True,
+                       text=True, timeout=60, check=False)
+    assert v.returncode == 0 and v.stdout.startswith("smtpauthd "), v
+    # The rest of the tree is make install's.
+    assert tree(stripped)[0] == tree(plain)[0]
+    # STRIP is the program used.
+    r = make("install-strip", "DESTDIR=%s" % (tmp_path / "false"),
+             "STRIP=/bin/false")
+    assert r.returncode != 0, r.stdout
+
+
+def systemd_tool(name):
+    path = shutil.which(name)
+    if path is None:
+        msg = name + " not installed (systemd)"
+        if os.environ.get("SMTPAUTHD_REQUIRE_E2E") == "1":
+            pytest.fail(msg + " (SMTPAUTHD_REQUIRE_E2E is set)",
+                        pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.mark.parametrize("name", ["default", "prefix-usr"])
+def test_sysusers_and_tmpfiles(tmp_path, name):
+    """The installed sysusers.d and tmpfiles.d files are where systemd
+    looks (--cat-config, rooted at DESTDIR), parse, and make what -T
+    names (privsep-user; privsep-dir and the default state's directory)
+    the way the code wants them: a user of neither uid nor gid 0 without
+    home or shell, directories root's with modes 555 and 700, which -t
+    then accepts."""
+    sysusers = systemd_tool("systemd-sysusers")
+    tmpfiles = systemd_tool("systemd-tmpfiles")
+    lay = Layout(**LAYOUTS[name])
+    dest = str(tmp_path / "root")
+    install(dest, *lay.args())
+    r = subprocess.run([dest + lay.binary, "-T", "-f", "/dev/null"],
+                       capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    conf = parse_T(r.stdout)
+    assert conf["state"].startswith("sqlite:"), conf["state"]
+    statedir = os.path.dirname(conf["state"][len("sqlite:"):])
+
+    def run(*args):
+        r = subprocess.run(list(args), capture_output=True, text=True,
+                           timeout=60, check=False)
+        assert r.returncode == 0 and "rror" not in r.stderr, \
+            (args, r.stdout, r.stderr)
+        return r.stdout
+
+    for tool, path in ((sysusers, lay.sysusers), (tmpfiles, lay.tmpfiles)):
+        out = run(tool, "--root=" + dest, "--cat-config", "--no-pager")
+        assert "# %s%s\n" % (dest, path) in out, out
+    # Every line, not only those the checks below look at.
+    lines = [ln.split() for ln in read(dest + lay.tmpfiles).splitlines()
+             if ln and not ln.startswith("#")]
+    assert sorted(ln[1] for ln in lines) == sorted([conf["privsep-dir"],
+                                                      statedir])
+    users = [ln for ln in read(dest + lay.sysusers).splitlines()
+             if ln and not ln.startswith("#")]
+    assert len(users) == 1 and users[0].split()[:2] == [
+        "u", conf["privsep-user"]], users
+
+    # systemd-sysusers writes the accounts into DESTDIR/etc only.
+    run(sysusers, "--root=" + dest)
+    pw = {ln.split(":")[0]: ln.split(":")
+          for ln in read(dest + "/etc/passwd").splitlines()}
+    user = pw[conf["privsep-user"]]
+    assert user[2] != "0" and user[3] != "0", user
+    assert user[5:] == ["/nonexistent", "/usr/sbin/nologin"], user
+    group = [ln for ln in read(dest + "/etc/group").splitlines()
+             if ln.split(":")[2] == user[3]]
+    assert group == ["%s:x:%s:" % (conf["privsep-user"], user[3])], group
+
+    if os.geteuid() != 0:
+        return      # the directories are root's: made as root only
+    run(tmpfiles, "--root=" + dest, "--create")
+    for d, mode in ((conf["privsep-dir"], 0o555), (statedir, 0o700)):
+        st = os.lstat(dest + d)
+        assert stat.S_ISDIR(st.st_mode) and st.st_uid == 0, d
+        assert stat.S_IMODE(st.st_mode) == mode, (d, oct(st.st_mode))
+    r = subprocess.run(
+        [dest + lay.binary, "-t", "-f", "/dev/null",
+         "-o", "privsep-dir=" + dest + conf["privsep-dir"],
+         "-o", "state=sqlite:%s%s/state.db" % (dest, statedir)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert "privsep-dir" not in r.stderr and "state " not in r.stderr, \
+        r.stderr
+    assert os.path.exists(dest + statedir + "/state.db")

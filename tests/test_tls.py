@@ -1069,7 +1069,10 @@ def test_t_good_cert(tenv):
     rc, err = t_check(tenv, sender_policy="own",
                       sender_domains="example.org")
     assert rc == 0, err
-    assert "configuration ok" in err and "warning" not in err, err
+    # Not counted: the host's missing /dev/log (test_firstday's).
+    warnings = [ln for ln in err.splitlines()
+                if "warning" in ln and "warning: /dev/log:" not in ln]
+    assert "configuration ok" in err and warnings == [], err
 
 
 def test_t_key_mismatch(tenv):
