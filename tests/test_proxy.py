@@ -191,7 +191,8 @@ def test_unlisted_peer_gets_500_for_a_proxy_line(env):
 
 def test_implicit_tls_after_a_v2_header(env, pki):
     """On 465 the ClientHello follows the header: the session gets it
-    whole."""
+    whole.  (smtpauthd starts after the connection is accepted, so the
+    header and the ClientHello are both queued by the time it peeks.)"""
     srv = env.tcp(proxy_protocol_from=LB, tls="implicit",
                   tls_cert=pki.path("chain.pem"), tls_key=pki.path("leaf.key"))
     c = srv.connect(greet=False)
