@@ -34,8 +34,8 @@ SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
        addr.c privsep.c chan.c monitor.c sandbox.c authproc.c prefix.c \
        state.c state_sqlite.c limits.c sending.c header.c map.c policy.c \
-       policy_client.c proctitle.c msgid.c
-HDRS = smtpauthd.h state.h chan.h policy.h policy_client.h
+       policy_client.c proctitle.c msgid.c proxy.c
+HDRS = smtpauthd.h state.h chan.h policy.h policy_client.h proxy.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)
 # Everything but main(), for the unit tests.
@@ -129,7 +129,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS    = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
-FUZZ_TARGETS  = io addr auth data conf session header policy
+FUZZ_TARGETS  = io addr auth data conf session header policy proxy
 FUZZ_OBJS     = $(SRCS:%.c=build/fuzz/%.o)
 FUZZ_LIB_OBJS = $(filter-out build/fuzz/smtpauthd.o,$(FUZZ_OBJS)) \
             build/fuzz/smtpauthd-nomain.o

@@ -119,6 +119,9 @@ static const struct conf_key conf_keys[] = {
 	    DURATION_MAX, NULL, "1d", NULL },
 	{ "auth-limit-exempt", K_PREFIXES, OFF(auth_limit_exempt), 0, 0, NULL,
 	    NULL, NULL },
+	/* Load balancers whose connections start with a PROXY header. */
+	{ "proxy-protocol-from", K_PREFIXES, OFF(proxy_protocol_from), 0, 0,
+	    NULL, NULL, NULL },
 	{ "user-recipient-limit", K_RATES, OFF(user_recipient_limit), 0,
 	    RATE_COUNT_MAX, NULL, "200/1h, 1000/1d", NULL },
 	{ "user-message-limit", K_RATES, OFF(user_message_limit), 0,

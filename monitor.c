@@ -9,6 +9,11 @@
  * table is.  A request that breaks the protocol is logged and ends the
  * connection with nothing injected.
  *
+ * Its peers: the session (the channel), the password check's child, the
+ * state store, sendmail, the policy server - and, before all of them and
+ * before the fork, a load balancer's PROXY header (privsep.c's top
+ * comment says why that one read from the network is safe).
+ *
  * The transaction is the monitor's own: MAIL records a sender it
  * approved, each RCPT a recipient it approved, and SUBMIT delivers that
  * envelope - never one the session describes afterwards.

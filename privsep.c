@@ -3,8 +3,15 @@
  * and the session's side of the channel between them.
  *
  * The monitor (monitor.c) keeps root (PAM reads /etc/shadow; sendmail must
- * run as the user), never reads a byte from the network, and answers the
- * requests below.  The session does everything else - TLS, SMTP,
+ * run as the user), reads no byte the client sends, and answers the
+ * requests below.  The one exception comes before the session exists: a
+ * load balancer's PROXY header from a peer listed in proxy-protocol-from
+ * (proxy.c, called from smtpauthd.c), which the monitor reads itself so
+ * that the client address it hands PAM, the log and the limits is not one
+ * a compromised session could choose.  It is bounded (536 octets, within
+ * `timeout`), taken before any privilege is used for the client, parsed
+ * by a pure function that is fuzzed (fuzz_proxy), and never a byte past
+ * the header.  The session does everything else - TLS, SMTP,
  * spooling - as privsep-user, chrooted into an empty directory, with no
  * new privileges, tight resource limits and a seccomp filter (sandbox.c).
  * Not running as root, the same two processes run without the user

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "smtpauthd.h"
+#include "proxy.h"
 
 #define DEFAULT_CONF	"/etc/smtpauthd.conf"
 #define MAX_OPTIONS	128
@@ -367,25 +368,79 @@ stderr_off_the_socket(void)
 	}
 }
 
+/*
+ * A peer listed in proxy-protocol-from must start with a PROXY header:
+ * the client it names becomes `peer` (the balancer's address goes to
+ * `balancer`).  0 to go on; -1 when the connection is to close without a
+ * greeting, logged: a balancer's health check (v2 LOCAL, or a connection
+ * closed at once) at debug level only, anything else as a disconnect.
+ */
+static int
+proxied_peer(const struct config *cf, char *peer, size_t peersize,
+    char *balancer, size_t balsize)
+{
+	struct net_addr		 a;
+	struct proxy_info	 pi;
+	const char		*reason, *why;
+	char			 client[PEER_MAX], esc[64];
+
+	balancer[0] = '\0';
+	if (cf->proxy_protocol_from == NULL ||
+	    net_addr_parse(peer, &a) == -1 ||
+	    net_prefix_list_match(cf->proxy_protocol_from, &a) != 1)
+		return 0;
+	if (proxy_read(0, cf->timeout, &pi, &reason, &why) == PROXY_OK) {
+		if (pi.local) {
+			reason = "proxy-local";
+			why = "-";
+		} else if (proxy_client_address(&pi, client,
+		    sizeof(client)) == 0) {
+			snprintf(balancer, balsize, "%s", peer);
+			snprintf(peer, peersize, "%s", client);
+			return 0;
+		} else {
+			reason = "proxy-no-address";
+			why = pi.family == AF_UNSPEC ? "unknown" : "family";
+		}
+	}
+	log_msg(strcmp(reason, "proxy-local") == 0 ||
+	    strcmp(reason, "proxy-eof") == 0 ? LOG_DEBUG : LOG_NOTICE,
+	    "disconnect ip=%s user=- reason=%s commands=0 messages=0 "
+	    "detail=%s", peer, reason, log_escape(why, esc, sizeof(esc)));
+	return -1;
+}
+
 static int
 serve(struct config *cf)
 {
 	struct io		*io;
 	struct ssl_ctx_st	*ctx;
-	char			 peer[PEER_MAX];
+	char			 peer[PEER_MAX], balancer[PEER_MAX];
 	size_t			 i;
 	int			 rc;
 
 	(void)login_grace_deadline(cf);		/* the clock starts */
 	peer_address(peer, sizeof(peer));
-	log_msg(LOG_INFO, "connect ip=%s", peer);
 	if (cf->nerrors > 0) {
+		log_msg(LOG_INFO, "connect ip=%s", peer);
 		for (i = 0; i < cf->nerrors; i++)
 			log_msg(LOG_ERR, "config error: %s", cf->errors[i]);
 		refuse_connection(cf, peer, "configuration error",
 		    "config-error");
 		return EX_CONFIG_;
 	}
+	/*
+	 * Before the session exists and before anything is greeted: the
+	 * header is the balancer's, not the client's, to send.
+	 */
+	if (proxied_peer(cf, peer, sizeof(peer), balancer,
+	    sizeof(balancer)) == -1)
+		return 0;
+	/* ip= stays first: fail2ban filters and log readers key on it. */
+	if (balancer[0] != '\0')
+		log_msg(LOG_INFO, "connect ip=%s proxy=%s", peer, balancer);
+	else
+		log_msg(LOG_INFO, "connect ip=%s", peer);
 	ctx = load_tls(cf);
 	if (cf->tls == TLS_IMPLICIT && ctx == NULL) {
 		refuse_connection(cf, peer, "", "tls-unavailable");

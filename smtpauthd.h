@@ -116,6 +116,7 @@ struct config {
 	struct rate	 auth_limit_user;
 	uint64_t	 auth_known_ip_time;
 	char		*auth_limit_exempt;	/* prefixes; NULL: none */
+	char		*proxy_protocol_from;	/* prefixes; NULL: none */
 	struct rates	 user_recipient_limit;
 	struct rates	 user_message_limit;
 	char		*limits_map;		/* NULL: none */

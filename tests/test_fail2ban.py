@@ -52,6 +52,11 @@ LITERAL = [
     # text it passes on: not smtpauthd's line, not matched.
     "pam_x(smtpauthd:auth): server said: auth failed user=x mech=PLAIN "
     "ip=192.0.2.74 reason=credentials tls=-",
+    # Behind a load balancer (proxy-protocol-from): its address is never
+    # banned, whatever its connections' headers were.
+    "connect ip=192.0.2.75 proxy=127.0.0.1",
+    "disconnect ip=127.0.0.1 user=- reason=proxy-malformed commands=0 "
+    "messages=0 detail=signature",
 ]
 
 

@@ -4,11 +4,12 @@
  * in random chunkings), command-line reading and its limits, log escaping,
  * the exit-status table, configuration values, the From:/Sender:
  * addresses of a message (header.c), the map files and the sender policy,
- * the policy client's request, reply and actions.
+ * the policy client's request, reply and actions, the PROXY header.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@
 #include "smtpauthd.h"
 #include "policy.h"
 #include "policy_client.h"
+#include "proxy.h"
 
 static int ntests, nfailed;
 
@@ -1782,6 +1784,248 @@ test_msgid(void)
 	ok(got != NULL && !m.cut, "msgid: short one not marked cut");
 }
 
+/* ---- the PROXY header (proxy.c) ---- */
+
+/* pi as a v2 PROXY header (LOCAL when local), then tlvlen octets of TLVs. */
+static size_t
+proxy_v2(const struct proxy_info *pi, int local, size_t tlvlen,
+    unsigned char *out)
+{
+	static const unsigned char sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00,
+	    0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a };
+	size_t	 alen = 0, hlen, i;
+
+	memcpy(out, sig, 12);
+	out[12] = local ? 0x20 : 0x21;
+	out[13] = pi->family == AF_INET ? 0x11 : pi->family == AF_INET6 ?
+	    0x21 : 0x00;
+	if (pi->family == AF_INET || pi->family == AF_INET6) {
+		alen = pi->family == AF_INET ? 4 : 16;
+		memcpy(out + 16, pi->src, alen);
+		memcpy(out + 16 + alen, pi->dst, alen);
+		out[16 + 2 * alen] = (unsigned char)(pi->sport >> 8);
+		out[17 + 2 * alen] = (unsigned char)pi->sport;
+		out[18 + 2 * alen] = (unsigned char)(pi->dport >> 8);
+		out[19 + 2 * alen] = (unsigned char)pi->dport;
+		alen = 2 * alen + 4;
+	}
+	/* TLVs of type 0x04 (NOOP), each up to 255 octets of value. */
+	for (i = 0; i < tlvlen; ) {
+		size_t n = tlvlen - i - 3 > 255 ? 255 : tlvlen - i - 3;
+
+		out[16 + alen + i] = 0x04;
+		out[17 + alen + i] = (unsigned char)(n >> 8);
+		out[18 + alen + i] = (unsigned char)n;
+		memset(out + 19 + alen + i, 'n', n);
+		i += 3 + n;
+	}
+	hlen = alen + tlvlen;
+	out[14] = (unsigned char)(hlen >> 8);
+	out[15] = (unsigned char)hlen;
+	return 16 + hlen;
+}
+
+/* Every prefix of a header is SHORT; the whole, followed by more, is used exactly. */
+static int
+proxy_prefixes_short(const unsigned char *h, size_t len)
+{
+	unsigned char		 buf[PROXY_MAX + 16];
+	struct proxy_info	 pi;
+	const char		*why;
+	size_t			 i, used;
+
+	for (i = 0; i < len; i++)
+		if (proxy_parse(h, i, &used, &pi, &why) != PROXY_SHORT)
+			return 0;
+	memcpy(buf, h, len);
+	memcpy(buf + len, "EHLO x\r\n", 8);
+	return proxy_parse(buf, len + 8, &used, &pi, &why) == PROXY_OK &&
+	    used == len;
+}
+
+static void
+test_proxy(void)
+{
+	static const struct {
+		const char	*v1;
+		int		 want;	/* PROXY_OK, _SHORT, _BAD */
+		int		 family;
+		const char	*client;	/* NULL: none */
+		unsigned	 sport;
+	} want_v1[] = {
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 40000 587\r\n", PROXY_OK,
+		    AF_INET, "192.0.2.7", 40000 },
+		{ "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n",
+		    PROXY_OK, AF_INET, "255.255.255.255", 65535 },
+		{ "PROXY TCP6 2001:db8::7 2001:db8::1 1 465\r\n", PROXY_OK,
+		    AF_INET6, "2001:db8::7", 1 },
+		{ "PROXY TCP6 ::ffff:192.0.2.9 ::ffff:192.0.2.1 0 25\r\n",
+		    PROXY_OK, AF_INET6, "192.0.2.9", 0 },
+		/* The longest there is: 107 octets. */
+		{ "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+		    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n",
+		    PROXY_OK, AF_INET6, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+		    65535 },
+		{ "PROXY UNKNOWN\r\n", PROXY_OK, AF_UNSPEC, NULL, 0 },
+		{ "PROXY UNKNOWN ffff:f::1 ffff:f::2 1 2\r\n", PROXY_OK,
+		    AF_UNSPEC, NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 40000 587\r", PROXY_SHORT,
+		    0, NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7", PROXY_SHORT, 0, NULL, 0 },
+		{ "PROX", PROXY_SHORT, 0, NULL, 0 },
+		{ "", PROXY_SHORT, 0, NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 40000 587\n", PROXY_BAD,
+		    0, NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 40000 587\rX", PROXY_BAD,
+		    0, NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 40000 65536\r\n",
+		    PROXY_BAD, 0, NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 -1 587\r\n", PROXY_BAD,
+		    0, NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 000001 587\r\n",
+		    PROXY_BAD, 0, NULL, 0 },
+		{ "PROXY TCP4 2001:db8::7 2001:db8::1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY TCP6 192.0.2.7 198.51.100.1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY TCP4 192.0.2.07 198.51.100.1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY TCP4  192.0.2.7 198.51.100.1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 1 2 \r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7 198.51.100.1 1\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY UDP4 192.0.2.7 198.51.100.1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY tcp4 192.0.2.7 198.51.100.1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY TCP4 192.0.2.7\t198.51.100.1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "PROXY \r\n", PROXY_BAD, 0, NULL, 0 },
+		{ "PROXY\r\n", PROXY_BAD, 0, NULL, 0 },
+		{ "proxy TCP4 192.0.2.7 198.51.100.1 1 2\r\n", PROXY_BAD, 0,
+		    NULL, 0 },
+		{ "EHLO client.example\r\n", PROXY_BAD, 0, NULL, 0 },
+		{ "\x16\x03\x01\x02\x00\x01", PROXY_BAD, 0, NULL, 0 },
+		{ "\r\n\r\n\x01", PROXY_BAD, 0, NULL, 0 },
+		/* No CRLF within 107 octets. */
+		{ "PROXY UNKNOWN xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n",
+		    PROXY_BAD, 0, NULL, 0 },
+		{ "PROXY UNKNOWN xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n",
+		    PROXY_BAD, 0, NULL, 0 },
+		{ "PROXY UNKNOWN xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+		    "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n",
+		    PROXY_OK, AF_UNSPEC, NULL, 0 },
+	};
+	unsigned char		 v2[PROXY_MAX + 64], bad[64];
+	struct proxy_info	 pi, pi2;
+	const char		*why;
+	char			 client[PEER_MAX];
+	size_t			 i, len, used, v2len;
+	int			 rc, good;
+
+	for (i = 0; i < sizeof(want_v1) / sizeof(want_v1[0]); i++) {
+		len = strlen(want_v1[i].v1);
+		rc = proxy_parse((const unsigned char *)want_v1[i].v1, len,
+		    &used, &pi, &why);
+		good = rc == want_v1[i].want;
+		if (good && rc == PROXY_OK) {
+			good = used == len && pi.version == 1 && !pi.local &&
+			    pi.family == want_v1[i].family &&
+			    pi.sport == want_v1[i].sport;
+			if (want_v1[i].client != NULL)
+				good = good && proxy_client_address(&pi,
+				    client, sizeof(client)) == 0 &&
+				    strcmp(client, want_v1[i].client) == 0;
+			else
+				good = good && proxy_client_address(&pi,
+				    client, sizeof(client)) == -1;
+			good = good && proxy_prefixes_short(
+			    (const unsigned char *)want_v1[i].v1, len);
+		}
+		ok(good, "proxy: v1 case %zu (rc %d why %s)", i, rc, why);
+		if (rc != PROXY_OK)
+			continue;
+		/* The same header in v2 gives the same answer. */
+		v2len = proxy_v2(&pi, 0, 0, v2);
+		rc = proxy_parse(v2, v2len, &used, &pi2, &why);
+		pi2.version = 1;
+		ok(rc == PROXY_OK && used == v2len &&
+		    memcmp(&pi, &pi2, sizeof(pi)) == 0 &&
+		    proxy_prefixes_short(v2, v2len),
+		    "proxy: v1 case %zu as v2 (rc %d why %s)", i, rc, why);
+		/* And with TLVs after the addresses, which are skipped. */
+		v2len = proxy_v2(&pi, 0, 3 + 40, v2);
+		rc = proxy_parse(v2, v2len, &used, &pi2, &why);
+		pi2.version = 1;
+		ok(rc == PROXY_OK && used == v2len &&
+		    memcmp(&pi, &pi2, sizeof(pi)) == 0,
+		    "proxy: v1 case %zu as v2 with a TLV (rc %d why %s)", i, rc,
+		    why);
+	}
+
+	/* v2 LOCAL: a header, marked local, addresses ignored. */
+	rc = proxy_parse((const unsigned char *)want_v1[0].v1,
+	    strlen(want_v1[0].v1), &used, &pi, &why);
+	v2len = proxy_v2(&pi, 1, 0, v2);
+	rc = proxy_parse(v2, v2len, &used, &pi2, &why);
+	ok(rc == PROXY_OK && pi2.local && used == v2len &&
+	    proxy_client_address(&pi2, client, sizeof(client)) == -1,
+	    "proxy: v2 LOCAL");
+	/* The longest v2 header taken, one octet more refused. */
+	v2len = proxy_v2(&pi, 0, PROXY_MAX - 16 - 12, v2);
+	rc = proxy_parse(v2, v2len, &used, &pi2, &why);
+	ok(rc == PROXY_OK && v2len == PROXY_MAX && used == PROXY_MAX,
+	    "proxy: v2 of %d octets (rc %d why %s)", PROXY_MAX, rc, why);
+	v2len = proxy_v2(&pi, 0, PROXY_MAX - 16 - 12 + 1, v2);
+	rc = proxy_parse(v2, 16, &used, &pi2, &why);
+	ok(rc == PROXY_BAD, "proxy: v2 of %zu octets refused at its length "
+	    "(rc %d)", v2len, rc);
+	/* Broken v2 headers, each from a good one. */
+	len = proxy_v2(&pi, 0, 6, v2);
+	static const struct {
+		size_t		 at;
+		unsigned char	 value;
+		const char	*what;
+	} breaks[] = {
+		{ 11, 0x0b, "signature" },
+		{ 12, 0x11, "version 1" },
+		{ 12, 0x31, "version 3" },
+		{ 12, 0x22, "command 2" },
+		{ 13, 0x12, "datagram" },
+		{ 13, 0x41, "family 4" },
+		{ 13, 0x13, "transport 3" },
+		{ 15, 11 + 6, "length under the addresses" },
+		{ 15, 12 + 5, "a TLV cut short" },
+		{ 30, 0x04, "a TLV longer than the header" },
+	};
+	for (i = 0; i < sizeof(breaks) / sizeof(breaks[0]); i++) {
+		memcpy(bad, v2, len);
+		bad[breaks[i].at] = breaks[i].value;
+		rc = proxy_parse(bad, len, &used, &pi2, &why);
+		ok(rc == PROXY_BAD, "proxy: v2 %s refused (rc %d)",
+		    breaks[i].what, rc);
+	}
+	/* v2 UNSPEC (v1 UNKNOWN's twin) and UNIX: headers without a client. */
+	memcpy(bad, v2, len);
+	bad[13] = 0x00;
+	rc = proxy_parse(bad, len, &used, &pi2, &why);
+	ok(rc == PROXY_OK && pi2.family == AF_UNSPEC && used == len,
+	    "proxy: v2 UNSPEC");
+	memset(v2 + 16, 0, 216);
+	memcpy(v2 + 16, "/run/x", 6);
+	v2[13] = 0x31;
+	v2[14] = 0;
+	v2[15] = 216;
+	rc = proxy_parse(v2, 16 + 216, &used, &pi2, &why);
+	ok(rc == PROXY_OK && pi2.family == AF_UNIX &&
+	    proxy_client_address(&pi2, client, sizeof(client)) == -1,
+	    "proxy: v2 AF_UNIX parsed, no client address");
+}
+
 /* proc_title_*: the argv area is overwritten, argv itself moved. */
 static void
 test_proc_title(void)
@@ -1831,6 +2075,7 @@ main(void)
 	test_policy_conf();
 	test_msgid();
 	test_proc_title();
+	test_proxy();
 	printf("1..%d\n", ntests);
 	return nfailed != 0;
 }

@@ -34,6 +34,7 @@ max_len() {
 	addr)		echo 1024 ;;	# path 256
 	header)		echo 9000 ;;	# 32 addresses of 254 (64 KiB: tests/unit.c)
 	policy)		echo 5000 ;;	# a reply of POLICY_REPLY_MAX and past it
+	proxy)		echo 1024 ;;	# a header of PROXY_MAX (536) and what follows
 	*)		echo 4096 ;;
 	esac
 }
@@ -42,6 +43,7 @@ dict() {
 	case $1 in
 	conf)	echo tests/fuzz/conf.dict ;;
 	header)	echo tests/fuzz/header.dict ;;
+	proxy)	echo tests/fuzz/proxy.dict ;;
 	*)	echo tests/fuzz/smtp.dict ;;
 	esac
 }
