@@ -107,6 +107,14 @@ static const struct conf_key conf_keys[] = {
 	    "/run/smtpauthd", NULL },
 	{ "state", K_STATE, OFF(state), 0, 0, NULL,
 	    "sqlite:/var/lib/smtpauthd/state.db", NULL },
+	/* Redis (state_redis.c): the password's file, the keys' prefix. */
+	{ "state-password-file", K_PATH, OFF(state_password_file), 0, 0, NULL,
+	    NULL, NULL },
+	{ "state-prefix", K_STRING, OFF(state_prefix), 0, STATE_PREFIX_MAX,
+	    NULL, "smtpauthd:", NULL },
+	/* Milliseconds: the connect, and each command. */
+	{ "state-timeout", K_UINT, OFF(state_timeout), 1, 60000, NULL, "200",
+	    NULL },
 	/* Counts are bounded: each key keeps at most that many members. */
 	{ "auth-limit-ip", K_RATE, OFF(auth_limit_ip), 0, 10000, NULL,
 	    "10/10m", NULL },
@@ -509,7 +517,9 @@ conf_set(struct config *cf, const char *key, const char *value,
 	}
 	switch (k->kind) {
 	case K_STRING:
-		if (!valid_word(value))
+		/* max, when set: the longest it may be */
+		if (!valid_word(value) || (k->max > 0 && strlen(value) >
+		    k->max))
 			break;
 		set_string((char **)(base + k->offset), value);
 		return 0;

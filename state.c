@@ -2,7 +2,7 @@
  * state.c - the state store's front end: what smtpauthd remembers across
  * connections (failed guesses, the addresses a user logged in from),
  * behind one small interface with a backend for each kind of store
- * (state_sqlite.c; Redis for several hosts comes later).
+ * (state_sqlite.c; state_redis.c for several hosts).
  *
  * The store holds sets: a key ("ip:192.0.2.7", "user:alice") names a set
  * of members (a keyed hash of a guess, an address), each with the time it
@@ -45,6 +45,8 @@
 
 static const struct state_backend *const backends[] = {
 	&state_sqlite_backend,
+	&state_redis_backend,
+	&state_redis_unix_backend,
 };
 
 static int
@@ -79,11 +81,8 @@ state_spec_check(const char *spec, const struct state_backend **backend,
 			return backends[i]->check(spec + n + 1, why);
 		}
 	}
-	if (strncmp(spec, "redis", 5) == 0)
-		*why = "this smtpauthd has no Redis store (sqlite:PATH or "
-		    "none)";
-	else
-		*why = "expected sqlite:PATH or none";
+	*why = "expected sqlite:PATH, redis://[:PASSWORD@]HOST[:PORT][/DB], "
+	    "redis+unix:///PATH[?db=N] or none";
 	return -1;
 }
 
@@ -109,6 +108,7 @@ state_open(const struct config *cf, struct state **st, char *err,
 		return STATE_OK;
 	s = xcalloc(1, sizeof(*s));
 	s->backend = be;
+	s->cf = cf;
 	rc = be->open(s, cf->state + strlen(be->scheme) + 1, err, errsize);
 	if (rc != STATE_OK) {
 		free(s);
