@@ -445,10 +445,12 @@ set_state(struct config *cf, const struct conf_key *k, const char *value,
 {
 	const struct state_backend	*be;
 	const char			*why = "";
+	char				 shown[STATE_SHOWN_MAX];
 
 	if (!valid_word(value) ||
 	    state_spec_check(value, &be, &why) == -1) {
-		conf_error(cf, "%s: %s: \"%s\": %s", where, k->name, value,
+		conf_error(cf, "%s: %s: \"%s\": %s", where, k->name,
+		    state_shown(value, shown, sizeof(shown)),
 		    valid_word(value) ? why : "not one word");
 		return -1;
 	}
@@ -930,12 +932,34 @@ check_arg_max(const struct config *cf, FILE *report)
 static void
 check_state(struct config *cf)
 {
-	char err[512];
+	char err[512], shown[STATE_SHOWN_MAX];
 
 	if (strcmp(cf->state, "none") != 0 &&
 	    limits_check_store(cf, err, sizeof(err)) == -1)
 		conf_error(cf, "state %s: %s (connections would go on without "
-		    "limits; set state none to mean that)", cf->state, err);
+		    "limits; set state none to mean that)",
+		    state_shown(cf->state, shown, sizeof(shown)), err);
+}
+
+/*
+ * A password in `state redis://:PASSWORD@...` works, but the
+ * configuration file, readable by more than root as a rule, then holds
+ * the key to the store every host shares.
+ */
+static void
+check_state_password(const struct config *cf, FILE *report)
+{
+	struct redis_spec	 rs;
+	const char		*why;
+
+	if (strncmp(cf->state, "redis:", 6) == 0 &&
+	    state_redis_parse(cf->state + 6, 0, &rs, &why) == 0 &&
+	    rs.has_password)
+		fprintf(report, "smtpauthd: warning: state: the configuration "
+		    "holds Redis's password%s; put it in state-password-file "
+		    "(mode 0600) instead\n", cf->state_password_file != NULL ?
+		    " (and state-password-file's is used)" : "");
+	explicit_bzero(&rs, sizeof(rs));
 }
 
 /*
@@ -1006,6 +1030,7 @@ conf_check(struct config *cf, FILE *report)
 		    "root and writable by no one else", cf->privsep_dir);
 	check_arg_max(cf, report);
 	check_state(cf);
+	check_state_password(cf, report);
 	if (strcmp(cf->state, "none") == 0 &&
 	    (cf->user_recipient_limit.n > 0 || cf->user_message_limit.n > 0 ||
 	    cf->limits_map != NULL))

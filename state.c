@@ -87,6 +87,22 @@ state_spec_check(const char *spec, const struct state_backend **backend,
 }
 
 /*
+ * spec as the log and the messages show it: a password in redis://
+ * replaced by "****".
+ */
+const char *
+state_shown(const char *spec, char *buf, size_t size)
+{
+	const char *at;
+
+	if (strncmp(spec, "redis://:", 9) != 0 ||
+	    (at = strrchr(spec, '@')) == NULL)
+		return spec;
+	snprintf(buf, size, "redis://:****%s", at);
+	return buf;
+}
+
+/*
  * The configured store, open; *st NULL (and STATE_OK) for `state none`.
  * The error text says what failed, for the one log line of failing open.
  */
@@ -229,14 +245,15 @@ struct state *
 state_open_step(const struct config *cf, int *failed, const char *without)
 {
 	struct state	*st;
-	char		 err[512];
+	char		 err[512], shown[STATE_SHOWN_MAX];
 
 	if (*failed)
 		return NULL;
 	if (state_open(cf, &st, err, sizeof(err)) != STATE_OK) {
 		*failed = 1;
 		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
-		    "(failing open)", cf->state, err, without);
+		    "(failing open)", state_shown(cf->state, shown,
+		    sizeof(shown)), err, without);
 		return NULL;
 	}
 	return st;
@@ -247,9 +264,12 @@ void
 state_step_failed(const struct config *cf, struct state *st, int *failed,
     const char *without)
 {
+	char shown[STATE_SHOWN_MAX];
+
 	if (!*failed)
 		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
-		    "(failing open)", cf->state, state_error(st), without);
+		    "(failing open)", state_shown(cf->state, shown,
+		    sizeof(shown)), state_error(st), without);
 	*failed = 1;
 }
 

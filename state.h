@@ -119,6 +119,8 @@ void	 state_name_key(const char *kind, const char *name, char *key,
 	    size_t size);
 int	 state_load_secret(struct state *, const char *path, char *err,
 	    size_t errsize);
+#define STATE_SHOWN_MAX		512
+const char *state_shown(const char *spec, char *buf, size_t size);
 int	 state_redis_parse(const char *rest, int unixsock, struct redis_spec *,
 	    const char **why);
 void	 state_digest(const struct state *, const char *a, const char *b,
