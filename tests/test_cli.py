@@ -17,7 +17,8 @@ KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
         "sender-policy", "sender-domains", "sender-delimiter", "sender-map",
         "sender-header-check",
         "policy-service", "policy-service-timeout",
-        "policy-service-default-action"]
+        "policy-service-default-action",
+        "state-password-file", "state-prefix", "state-timeout"]
 
 DEFAULTS = {
     "auth": "pam", "pam-service": "smtpauthd",
@@ -35,6 +36,8 @@ DEFAULTS = {
     "sender-map": None, "sender-header-check": "no",
     "policy-service": None, "policy-service-timeout": "10",
     "policy-service-default-action": "DUNNO",
+    "state-password-file": None, "state-prefix": "smtpauthd:",
+    "state-timeout": "200",
 }
 
 
