@@ -376,6 +376,10 @@ def test_redis_down_fails_open_with_one_line(env):
     path = env.write_config(conf)
     r = env.run(["-t", "-f", path])
     assert r.returncode == 78 and b"cannot reach Redis" in r.stderr, r
+    r = env.run(["-t", "-f", path, "-o", "state=redis://:pw@h:0"])
+    assert r.returncode == 78 and b'"redis://:****@h:0": redis://HOST:PORT: ' \
+        b"PORT is a number, 1 to 65535" in r.stderr and b"pw" not in \
+        r.stderr, r
 
 
 def test_redis_wrong_password_fails_open(env):
