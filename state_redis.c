@@ -383,9 +383,12 @@ failed(struct state *st, const char *what, const char *text)
 	n = (size_t)snprintf(st->error, sizeof(st->error), "redis %s: ", what);
 	if (n >= sizeof(st->error))
 		return STATE_RETRY;
-	for (i = 0; text[i] != '\0' && n + 1 < sizeof(st->error); i++)
-		st->error[n++] = (unsigned char)text[i] >= ' ' &&
-		    text[i] != 0x7f ? text[i] : '?';
+	for (i = 0; text[i] != '\0' && n + 1 < sizeof(st->error); i++) {
+		if ((unsigned char)text[i] < ' ' || text[i] == 0x7f)
+			st->error[n++] = '?';
+		else
+			st->error[n++] = text[i];
+	}
 	st->error[n] = '\0';
 	return STATE_RETRY;
 }
