@@ -394,6 +394,28 @@ failed(struct state *st, const char *what, const char *text)
 }
 
 /*
+ * No reply: the connection is useless after that, and closed.  A read
+ * that timed out says so in words an administrator can act on.
+ */
+static void
+lost(struct state *st, const char *what)
+{
+	struct redis	*r = rd(st);
+	char		 text[128];
+
+	if (r->c->err == REDIS_ERR_IO && (errno == EAGAIN ||
+	    errno == EWOULDBLOCK)) {
+		snprintf(text, sizeof(text), "no answer within state-timeout "
+		    "(%lld ms)", (long long)r->timeout_ms);
+		(void)failed(st, what, text);
+	} else
+		(void)failed(st, what, r->c->errstr[0] != '\0' ?
+		    r->c->errstr : "no reply");
+	redisFree(r->c);
+	r->c = NULL;
+}
+
+/*
  * The reply, or NULL with the error said: no reply (down, slow: the
  * connection is then useless, and closed), or an error reply.
  */
@@ -410,10 +432,7 @@ command(struct state *st, const char *what, int argc, const char **argv,
 	}
 	reply = redisCommandArgv(r->c, argc, argv, argvlen);
 	if (reply == NULL) {
-		(void)failed(st, what, r->c->errstr[0] != '\0' ?
-		    r->c->errstr : "no reply");
-		redisFree(r->c);
-		r->c = NULL;
+		lost(st, what);
 		return NULL;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -495,10 +514,7 @@ run(struct state *st, const struct call *calls, size_t n)
 		reply = redisCommandArgv(r->c, argc, argv, len);
 	}
 	if (reply == NULL) {
-		(void)failed(st, calls[0].op, r->c->errstr[0] != '\0' ?
-		    r->c->errstr : "no reply");
-		redisFree(r->c);
-		r->c = NULL;
+		lost(st, calls[0].op);
 		return NULL;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {

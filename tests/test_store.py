@@ -267,6 +267,35 @@ def test_redis_keys_ttls_and_prefix(redis):
                  ["keys 0"]) == ["ip:e sent:e suspended:eve"]
 
 
+def test_redis_script_flushed_and_server_slow(redis):
+    """A script Redis forgot (SCRIPT FLUSH, a restart) is sent again
+    (EVAL after NOSCRIPT); a server slower than state-timeout is a store
+    that is down (STATE_RETRY), not a wait."""
+    spec = (redis.url, ["-p", fresh_prefix()])
+    a = subprocess.Popen([PROBE] + spec[1] + [spec[0], "run"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        a.stdin.write("mark ip:h x 0 60 5\n")
+        a.stdin.flush()
+        assert a.stdout.readline() == "1 1\n"
+        redis.cli("SCRIPT", "FLUSH")
+        a.stdin.write("mark ip:h y 0 60 5\n")
+        a.stdin.flush()
+        assert a.stdout.readline() == "2 1\n"
+    finally:
+        a.stdin.close()
+        a.wait(30)
+    # Every client's commands wait 2 s; the probe gives up after 100 ms.
+    redis.cli("CLIENT", "PAUSE", "2000")
+    p = subprocess.run([PROBE, "-t", "100"] + spec[1] + [spec[0], "run"],
+                       input="count ip:h 0 0\n", capture_output=True,
+                       text=True, timeout=30)
+    redis.cli("PING")  # returns when the pause is over
+    assert p.returncode == 1 and "redis SCRIPT LOAD: no answer within " \
+        "state-timeout (100 ms)" in p.stderr, p
+
+
 def test_redis_password(tmp_path):
     r = Redis(password="pw-Redis-1")
     try:
