@@ -331,7 +331,8 @@ state_redis_parse(const char *rest, int unixsock, struct redis_spec *rs,
 	if (colon != NULL) {
 		if (parse_number(colon + 1, (size_t)(end - colon - 1), 65535,
 		    &v) == -1 || v == 0) {
-			*why = "redis://HOST:PORT: PORT is a number, 1 to 65535";
+			*why = "redis://HOST:PORT: PORT is a number, 1 to "
+			    "65535";
 			return -1;
 		}
 		rs->port = (int)v;
@@ -1168,8 +1169,8 @@ redis_end(struct state *st, int commit)
 	r->locked = 0;
 	if (!commit)
 		r->nqueue = 0;
-	if (make_call(st, &r->queue[r->nqueue], "unlock", " lock", r->token, 0, 0,
-	    0) != STATE_OK)
+	if (make_call(st, &r->queue[r->nqueue], "unlock", " lock", r->token, 0,
+	    0, 0) != STATE_OK)
 		return STATE_RETRY;
 	reply = run(st, r->queue, r->nqueue + 1);
 	if (reply == NULL)
