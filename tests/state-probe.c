@@ -137,7 +137,7 @@ run_line(char *line)
 		if ((rc = state_begin(run_st)) == STATE_OK)
 			printf("ok\n");
 	} else if (IS("end", 1)) {
-		if ((rc = state_end(run_st, atoi(w[1]))) == STATE_OK)
+		if ((rc = state_end(run_st, (int)strtol(w[1], NULL, 10))) == STATE_OK)
 			printf("ok\n");
 	}
 #undef IS
@@ -148,7 +148,7 @@ run_line(char *line)
 	}
 	else if (rc != STATE_OK)
 		printf("config\n");
-	fflush(stdout);
+	(void)fflush(stdout);
 }
 
 int
