@@ -27,14 +27,14 @@ PAM_MODULE_DIR ?= $(shell pkg-config --variable=libdir pam 2>/dev/null || echo /
 WARN     += -DPAM_MODULE_DIR='"$(PAM_MODULE_DIR)"'
 CFLAGS   ?= -O2 -g
 LDHARDEN  = -pie -Wl,-z,relro,-z,now
-LIBS      = -lpam -lcrypt -lssl -lcrypto -lseccomp -lsqlite3
+LIBS      = -lpam -lcrypt -lssl -lcrypto -lseccomp -lsqlite3 -lhiredis
 SANITIZE  = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer -fPIE
 
 SRCS = smtpauthd.c smtp.c io.c tls.c auth.c pamstack.c relay.c conf.c data.c \
        addr.c privsep.c chan.c monitor.c sandbox.c authproc.c prefix.c \
-       state.c state_sqlite.c limits.c sending.c header.c map.c policy.c \
-       policy_client.c proctitle.c msgid.c proxy.c
+       state.c state_sqlite.c state_redis.c limits.c sending.c header.c map.c \
+       policy.c policy_client.c proctitle.c msgid.c proxy.c
 HDRS = smtpauthd.h state.h chan.h policy.h policy_client.h proxy.h
 OBJS = $(SRCS:%.c=build/%.o)
 ASAN_OBJS = $(SRCS:%.c=build/asan/%.o)

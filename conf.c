@@ -108,6 +108,14 @@ static const struct conf_key conf_keys[] = {
 	    "/run/smtpauthd", NULL },
 	{ "state", K_STATE, OFF(state), 0, 0, NULL,
 	    "sqlite:/var/lib/smtpauthd/state.db", NULL },
+	/* Redis (state_redis.c): the password's file, the keys' prefix. */
+	{ "state-password-file", K_PATH, OFF(state_password_file), 0, 0, NULL,
+	    NULL, NULL },
+	{ "state-prefix", K_STRING, OFF(state_prefix), 0, STATE_PREFIX_MAX,
+	    NULL, "smtpauthd:", NULL },
+	/* Milliseconds: the connect, and each command. */
+	{ "state-timeout", K_UINT, OFF(state_timeout), 1, 60000, NULL, "200",
+	    NULL },
 	/* Counts are bounded: each key keeps at most that many members. */
 	{ "auth-limit-ip", K_RATE, OFF(auth_limit_ip), 0, 10000, NULL,
 	    "10/10m", NULL },
@@ -441,10 +449,12 @@ set_state(struct config *cf, const struct conf_key *k, const char *value,
 {
 	const struct state_backend	*be;
 	const char			*why = "";
+	char				 shown[STATE_SHOWN_MAX];
 
 	if (!valid_word(value) ||
 	    state_spec_check(value, &be, &why) == -1) {
-		conf_error(cf, "%s: %s: \"%s\": %s", where, k->name, value,
+		conf_error(cf, "%s: %s: \"%s\": %s", where, k->name,
+		    state_shown(value, shown, sizeof(shown)),
 		    valid_word(value) ? why : "not one word");
 		return -1;
 	}
@@ -513,7 +523,9 @@ conf_set(struct config *cf, const char *key, const char *value,
 	}
 	switch (k->kind) {
 	case K_STRING:
-		if (!valid_word(value))
+		/* max, when set: the longest it may be */
+		if (!valid_word(value) || (k->max > 0 && strlen(value) >
+		    k->max))
 			break;
 		set_string((char **)(base + k->offset), value);
 		return 0;
@@ -924,12 +936,34 @@ check_arg_max(const struct config *cf, FILE *report)
 static void
 check_state(struct config *cf)
 {
-	char err[512];
+	char err[512], shown[STATE_SHOWN_MAX];
 
 	if (strcmp(cf->state, "none") != 0 &&
 	    limits_check_store(cf, err, sizeof(err)) == -1)
 		conf_error(cf, "state %s: %s (connections would go on without "
-		    "limits; set state none to mean that)", cf->state, err);
+		    "limits; set state none to mean that)",
+		    state_shown(cf->state, shown, sizeof(shown)), err);
+}
+
+/*
+ * A password in `state redis://:PASSWORD@...` works, but the
+ * configuration file, readable by more than root as a rule, then holds
+ * the key to the store every host shares.
+ */
+static void
+check_state_password(const struct config *cf, FILE *report)
+{
+	struct redis_spec	 rs;
+	const char		*why;
+
+	if (strncmp(cf->state, "redis:", 6) == 0 &&
+	    state_redis_parse(cf->state + 6, 0, &rs, &why) == 0 &&
+	    rs.has_password)
+		fprintf(report, "smtpauthd: warning: state: the configuration "
+		    "holds Redis's password%s; put it in state-password-file "
+		    "(mode 0600) instead\n", cf->state_password_file != NULL ?
+		    " (and state-password-file's is used)" : "");
+	explicit_bzero(&rs, sizeof(rs));
 }
 
 /*
@@ -1011,6 +1045,7 @@ conf_check(struct config *cf, FILE *report)
 		    "logs would be kept (is a syslog daemon running?)\n",
 		    _PATH_LOG, strerror(e));
 	check_state(cf);
+	check_state_password(cf, report);
 	if (strcmp(cf->state, "none") == 0 &&
 	    (cf->user_recipient_limit.n > 0 || cf->user_message_limit.n > 0 ||
 	    cf->limits_map != NULL))

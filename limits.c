@@ -402,7 +402,8 @@ unblock(const struct config *cf, struct state *st, const char *what)
 {
 	struct limits		 l;
 	struct net_prefix	 p;
-	char			 key[STATE_KEY_MAX + 1], text[PEER_MAX + 8];
+	char			 key[STATE_KEY_MAX + 1], text[PEER_MAX + 8],
+			 shown[STATE_SHOWN_MAX];
 	int			 lifted = 0, rc = 0;
 
 	memset(&l, 0, sizeof(l));
@@ -428,7 +429,8 @@ unblock(const struct config *cf, struct state *st, const char *what)
 		rc |= forget(st, key, &lifted);
 	}
 	if (rc != 0) {
-		fprintf(stderr, "smtpauthd: state %s: %s\n", cf->state,
+		fprintf(stderr, "smtpauthd: state %s: %s\n",
+		    state_shown(cf->state, shown, sizeof(shown)),
 		    state_error(st));
 		return EX_TEMPFAIL_;
 	}
@@ -461,7 +463,7 @@ limits_admin(const struct config *cf, int argc, char *const argv[])
 {
 	struct listing	 ls;
 	struct state	*st;
-	char		 err[512];
+	char		 err[512], shown[STATE_SHOWN_MAX];
 	int		 rc;
 
 	if (!admin_usage_ok(argc, argv)) {
@@ -471,7 +473,8 @@ limits_admin(const struct config *cf, int argc, char *const argv[])
 		return 64;
 	}
 	if ((rc = state_open(cf, &st, err, sizeof(err))) != STATE_OK) {
-		fprintf(stderr, "smtpauthd: state %s: %s\n", cf->state, err);
+		fprintf(stderr, "smtpauthd: state %s: %s\n",
+		    state_shown(cf->state, shown, sizeof(shown)), err);
 		return rc == STATE_CONFIG ? EX_CONFIG_ : EX_TEMPFAIL_;
 	}
 	if (st == NULL) {
@@ -495,7 +498,8 @@ limits_admin(const struct config *cf, int argc, char *const argv[])
 	ls.st = st;
 	ls.now = now_s();
 	if (state_keys(st, ls.now, list_key, &ls) != STATE_OK || ls.failed) {
-		fprintf(stderr, "smtpauthd: state %s: %s\n", cf->state,
+		fprintf(stderr, "smtpauthd: state %s: %s\n",
+		    state_shown(cf->state, shown, sizeof(shown)),
 		    state_error(st));
 		state_close(st);
 		return EX_TEMPFAIL_;

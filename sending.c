@@ -559,8 +559,10 @@ count_key_parse(const char *key, const char *kind, unsigned long long *window,
 static int
 admin_failed(const struct config *cf, struct state *st)
 {
-	fprintf(stderr, "smtpauthd: state %s: %s\n", cf->state,
-	    state_error(st));
+	char shown[STATE_SHOWN_MAX];
+
+	fprintf(stderr, "smtpauthd: state %s: %s\n",
+	    state_shown(cf->state, shown, sizeof(shown)), state_error(st));
 	return EX_TEMPFAIL_;
 }
 

@@ -111,6 +111,9 @@ struct config {
 	char		*privsep_user;
 	char		*privsep_dir;
 	char		*state;			/* "none", "sqlite:PATH" */
+	char		*state_password_file;	/* Redis's; NULL: none */
+	char		*state_prefix;		/* Redis keys' */
+	uint64_t	 state_timeout;		/* ms, Redis */
 	struct rate	 auth_limit_ip;
 	struct rate	 auth_limit_net;
 	struct rate	 auth_limit_user;

@@ -2,7 +2,7 @@
  * state.c - the state store's front end: what smtpauthd remembers across
  * connections (failed guesses, the addresses a user logged in from),
  * behind one small interface with a backend for each kind of store
- * (state_sqlite.c; Redis for several hosts comes later).
+ * (state_sqlite.c; state_redis.c for several hosts).
  *
  * The store holds sets: a key ("ip:192.0.2.7", "user:alice") names a set
  * of members (a keyed hash of a guess, an address), each with the time it
@@ -45,6 +45,8 @@
 
 static const struct state_backend *const backends[] = {
 	&state_sqlite_backend,
+	&state_redis_backend,
+	&state_redis_unix_backend,
 };
 
 static int
@@ -79,12 +81,25 @@ state_spec_check(const char *spec, const struct state_backend **backend,
 			return backends[i]->check(spec + n + 1, why);
 		}
 	}
-	if (strncmp(spec, "redis", 5) == 0)
-		*why = "this smtpauthd has no Redis store (sqlite:PATH or "
-		    "none)";
-	else
-		*why = "expected sqlite:PATH or none";
+	*why = "expected sqlite:PATH, redis://[:PASSWORD@]HOST[:PORT][/DB], "
+	    "redis+unix:///PATH[?db=N] or none";
 	return -1;
+}
+
+/*
+ * spec as the log and the messages show it: a password in redis://
+ * replaced by "****".
+ */
+const char *
+state_shown(const char *spec, char *buf, size_t size)
+{
+	const char *at;
+
+	if (strncmp(spec, "redis://:", 9) != 0 ||
+	    (at = strrchr(spec, '@')) == NULL)
+		return spec;
+	snprintf(buf, size, "redis://:****%s", at);
+	return buf;
 }
 
 /*
@@ -109,6 +124,7 @@ state_open(const struct config *cf, struct state **st, char *err,
 		return STATE_OK;
 	s = xcalloc(1, sizeof(*s));
 	s->backend = be;
+	s->cf = cf;
 	rc = be->open(s, cf->state + strlen(be->scheme) + 1, err, errsize);
 	if (rc != STATE_OK) {
 		free(s);
@@ -229,14 +245,15 @@ struct state *
 state_open_step(const struct config *cf, int *failed, const char *without)
 {
 	struct state	*st;
-	char		 err[512];
+	char		 err[512], shown[STATE_SHOWN_MAX];
 
 	if (*failed)
 		return NULL;
 	if (state_open(cf, &st, err, sizeof(err)) != STATE_OK) {
 		*failed = 1;
 		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
-		    "(failing open)", cf->state, err, without);
+		    "(failing open)", state_shown(cf->state, shown,
+		    sizeof(shown)), err, without);
 		return NULL;
 	}
 	return st;
@@ -247,9 +264,12 @@ void
 state_step_failed(const struct config *cf, struct state *st, int *failed,
     const char *without)
 {
+	char shown[STATE_SHOWN_MAX];
+
 	if (!*failed)
 		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
-		    "(failing open)", cf->state, state_error(st), without);
+		    "(failing open)", state_shown(cf->state, shown,
+		    sizeof(shown)), state_error(st), without);
 	*failed = 1;
 }
 

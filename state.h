@@ -15,6 +15,15 @@
  * octets long); the least recently marked go first.
  */
 #define STATE_ROWS_MAX		200000
+#define STATE_PREFIX_MAX	64	/* state-prefix */
+
+/* state redis://[:PASSWORD@]HOST[:PORT][/DB], redis+unix:///PATH[?db=N] */
+struct redis_spec {
+	char	host[256];
+	char	path[108];		/* sun_path */
+	char	password[256];
+	int	port, db, unixsock, has_password;
+};
 
 enum state_status { STATE_OK = 0, STATE_RETRY = -1, STATE_CONFIG = -2 };
 
@@ -69,12 +78,15 @@ struct state_backend {
 
 struct state {
 	const struct state_backend *backend;
+	const struct config *cf;		/* state-prefix, ...; or NULL */
 	void		*handle;		/* the backend's */
 	unsigned char	 secret[32];		/* the keyed hash's */
 	char		 error[256];		/* the last failure, for the log */
 };
 
 extern const struct state_backend state_sqlite_backend;
+extern const struct state_backend state_redis_backend;
+extern const struct state_backend state_redis_unix_backend;
 
 int	 state_spec_check(const char *spec, const struct state_backend **,
 	    const char **why);
@@ -107,6 +119,10 @@ void	 state_name_key(const char *kind, const char *name, char *key,
 	    size_t size);
 int	 state_load_secret(struct state *, const char *path, char *err,
 	    size_t errsize);
+#define STATE_SHOWN_MAX		512
+const char *state_shown(const char *spec, char *buf, size_t size);
+int	 state_redis_parse(const char *rest, int unixsock, struct redis_spec *,
+	    const char **why);
 void	 state_digest(const struct state *, const char *a, const char *b,
 	    char out[STATE_DIGEST_HEX + 1]);
 #endif

@@ -17,7 +17,8 @@ KEYS = ["hostname", "auth", "pam-service", "passwd-file", "auth-require-tls",
         "sender-policy", "sender-domains", "sender-delimiter", "sender-map",
         "sender-header-check",
         "policy-service", "policy-service-timeout",
-        "policy-service-default-action", "proxy-protocol-from"]
+        "policy-service-default-action", "proxy-protocol-from",
+        "state-password-file", "state-prefix", "state-timeout"]
 
 DEFAULTS = {
     "auth": "pam", "pam-service": "smtpauthd",
@@ -36,6 +37,8 @@ DEFAULTS = {
     "policy-service": None, "policy-service-timeout": "10",
     "policy-service-default-action": "DUNNO",
     "proxy-protocol-from": None,
+    "state-password-file": None, "state-prefix": "smtpauthd:",
+    "state-timeout": "200",
 }
 
 

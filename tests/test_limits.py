@@ -420,7 +420,7 @@ def test_state_none_remembers_nothing(env):
     ("auth-limit-ip", "10/1w"), ("auth-limit-net", "10001/1m"),
     ("auth-limit-user", "5/367d"), ("auth-known-ip-time", "-1"),
     ("auth-limit-exempt", "192.0.2.1/24"), ("auth-limit-exempt", "example.org"),
-    ("state", "sqlite:relative.db"), ("state", "redis://127.0.0.1"),
+    ("state", "sqlite:relative.db"), ("state", "redis://127.0.0.1:0"),
     ("state", "mysql:x")])
 def test_bad_values_are_refused(env, key, value):
     r = env.run(["-f", "/dev/null", "-o", "%s=%s" % (key, value), "-T"])

@@ -4,7 +4,8 @@
  * in random chunkings), command-line reading and its limits, log escaping,
  * the exit-status table, configuration values, the From:/Sender:
  * addresses of a message (header.c), the map files and the sender policy,
- * the policy client's request, reply and actions, the PROXY header.
+ * the policy client's request, reply and actions, the PROXY header, the
+ * state store's specs (state redis://...).
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 #include "policy.h"
 #include "policy_client.h"
 #include "proxy.h"
+#include "state.h"
 
 static int ntests, nfailed;
 
@@ -2056,6 +2058,88 @@ test_proc_title(void)
 		fclose(comm);
 }
 
+/* ---- state specs ---- */
+
+static void
+test_state_spec(void)
+{
+	static const struct {
+		const char	*spec;
+		int		 ok;
+		const char	*host;	/* or the socket's path */
+		int		 port, db, has_password;
+		const char	*why;	/* a word of the error */
+	} cases[] = {
+		{ "redis://127.0.0.1", 1, "127.0.0.1", 6379, 0, 0, NULL },
+		{ "redis://redis.example:6380/3", 1, "redis.example", 6380, 3, 0,
+		    NULL },
+		{ "redis://:s3:cr@t@10.0.0.5/2", 1, "10.0.0.5", 6379, 2, 1,
+		    NULL },
+		{ "redis://[2001:db8::5]:7000/1", 1, "2001:db8::5", 7000, 1, 0,
+		    NULL },
+		{ "redis://[::1]", 1, "::1", 6379, 0, 0, NULL },
+		{ "redis://h/", 1, "h", 6379, 0, 0, NULL },
+		{ "redis+unix:///run/redis/redis.sock", 1,
+		    "/run/redis/redis.sock", 0, 0, 0, NULL },
+		{ "redis+unix:///run/redis.sock?db=4", 1, "/run/redis.sock", 0,
+		    4, 0, NULL },
+		{ "redis:", 0, NULL, 0, 0, 0, "expected" },
+		{ "redis://", 0, NULL, 0, 0, 0, "no host" },
+		{ "redis://h:0", 0, NULL, 0, 0, 0, "PORT" },
+		{ "redis://h:65536", 0, NULL, 0, 0, 0, "PORT" },
+		{ "redis://h:", 0, NULL, 0, 0, 0, "PORT" },
+		{ "redis://h:12x", 0, NULL, 0, 0, 0, "PORT" },
+		{ "redis://h/db", 0, NULL, 0, 0, 0, "DB" },
+		{ "redis://h/10000", 0, NULL, 0, 0, 0, "DB" },
+		{ "redis://user:pw@h", 0, NULL, 0, 0, 0, "user name" },
+		{ "redis://:@h", 0, NULL, 0, 0, 0, "empty" },
+		{ "redis://h_x", 0, NULL, 0, 0, 0, "host name" },
+		{ "redis://[::1", 0, NULL, 0, 0, 0, "']'" },
+		{ "redis://[::1]x", 0, NULL, 0, 0, 0, "nothing else" },
+		{ "redis://[zz]", 0, NULL, 0, 0, 0, "IPv6" },
+		{ "redis+unix://run/redis.sock", 0, NULL, 0, 0, 0, "absolute" },
+		{ "redis+unix:///run/", 0, NULL, 0, 0, 0, "directory" },
+		{ "redis+unix:///run/r.sock?db=x", 0, NULL, 0, 0, 0, "0 to 9999" },
+		{ "redis+unix:///run/r.sock?dbx=1", 0, NULL, 0, 0, 0, "0 to 9999" },
+		{ "rediss://h", 0, NULL, 0, 0, 0, "expected sqlite:PATH, redis" },
+		{ "sqlite:/var/lib/x.db", 1, NULL, 0, 0, 0, NULL },
+		{ "none", 1, NULL, 0, 0, 0, NULL },
+	};
+	const struct state_backend	*be;
+	struct redis_spec		 rs;
+	const char			*why, *rest;
+	char				 shown[STATE_SHOWN_MAX];
+	size_t				 i;
+	int				 rc, unixsock;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		why = "";
+		rc = state_spec_check(cases[i].spec, &be, &why);
+		ok((rc == 0) == cases[i].ok && (cases[i].why == NULL ||
+		    strstr(why, cases[i].why) != NULL), "state %s: %s",
+		    cases[i].spec, rc == 0 ? "ok" : why);
+		if (!cases[i].ok || cases[i].host == NULL)
+			continue;
+		unixsock = strncmp(cases[i].spec, "redis+unix:", 11) == 0;
+		rest = strchr(cases[i].spec, ':') + 1;
+		rc = state_redis_parse(rest, unixsock, &rs, &why);
+		ok(rc == 0 && strcmp(unixsock ? rs.path : rs.host,
+		    cases[i].host) == 0 && (unixsock ||
+		    rs.port == cases[i].port) && rs.db == cases[i].db &&
+		    rs.has_password == cases[i].has_password,
+		    "state %s: host %s port %d db %d", cases[i].spec,
+		    unixsock ? rs.path : rs.host, rs.port, rs.db);
+	}
+	state_redis_parse("//:s3:cr@t@10.0.0.5/2", 0, &rs, &why);
+	ok(strcmp(rs.password, "s3:cr@t") == 0, "redis password up to the "
+	    "last '@': %s", rs.password);
+	ok(strcmp(state_shown("redis://:s3:cr@t@10.0.0.5/2", shown,
+	    sizeof(shown)), "redis://:****@10.0.0.5/2") == 0,
+	    "the password is not shown");
+	ok(strcmp(state_shown("redis://10.0.0.5", shown, sizeof(shown)),
+	    "redis://10.0.0.5") == 0, "nothing to hide");
+}
+
 int
 main(void)
 {
@@ -2076,6 +2160,7 @@ main(void)
 	test_msgid();
 	test_proc_title();
 	test_proxy();
+	test_state_spec();
 	printf("1..%d\n", ntests);
 	return nfailed != 0;
 }
