@@ -28,16 +28,19 @@ host's loopback.  slapd itself (tools/packages ci, installed with
 slapd/no_configuration so that no directory of the host's is made or
 started) runs on the host from a slapd.conf in the run's directory.
 
-Two PAM services, one socket unit each:
+Three PAM services, one socket unit each:
   - smtpauthd: pam.d/smtpauthd.ldap, the shipped file for directory
     accounts, installed as /etc/pam.d/smtpauthd: a directory that is down
-    answers 454 (reason=unavailable), not 535.
+    answers 454 (reason=unavailable), not 535, and before a message 451,
+    not 550.
   - stock: the shipped pam.d/smtpauthd unchanged, with common-auth and
     common-account as pam-auth-update writes them once libpam-ldapd is
     installed: directory users log in, but a directory that is down is
     a wrong password to it (pam_deny after pam_ldap's authinfo_unavail
     is ignored).  That is why pam.d/smtpauthd.ldap exists; the test keeps
     both true.
+  - nss: pam_permit only, so that smtpauthd's own getpwnam() of the
+    account is what meets the directory that is down.
 Root only (systemd-nspawn, slapd); a skip is a failure under
 SMTPAUTHD_REQUIRE_E2E=1.  Skipped under make check-valgrind for the reason
 test_systemd is.
@@ -87,6 +90,13 @@ account	requisite			pam_deny.so
 account	required			pam_permit.so
 account	[success=ok new_authtok_reqd=done ignore=ignore user_unknown=ignore \
 authinfo_unavail=ignore default=bad]	pam_ldap.so minimum_uid=1000
+"""
+# The nss service: PAM says yes to anyone, so that what is tested is
+# smtpauthd's own getpwnam() of the account (at AUTH and before each
+# message) while the directory is down, not pam_ldap's answer.
+NSS_ONLY_PAM = """\
+auth	required	pam_permit.so
+account	required	pam_permit.so
 """
 
 
@@ -262,7 +272,8 @@ class Directory:
                           "reconnect_sleeptime 1\nreconnect_retrytime 1\n",
         }
         for pam_service, name in (("smtpauthd", "smtpauthd.conf"),
-                                  ("stock", "stock.conf")):
+                                  ("stock", "stock.conf"),
+                                  ("nss", "nss.conf")):
             files[name] = ("hostname %s\n" % smtptest.HOSTNAME
                            + "tls-cert %s/chain.pem\n" % CT
                            + "tls-key %s/leaf.key\n" % CT
@@ -296,6 +307,8 @@ class Directory:
                     os.path.join(pamd, "smtpauthd"))
         shutil.copy(os.path.join(REPO, "pam.d", "smtpauthd"),
                     os.path.join(pamd, "stock"))
+        with open(os.path.join(pamd, "nss"), "w") as f:
+            f.write(NSS_ONLY_PAM)
         binds.append((pamd, "/etc/pam.d"))
         # pam_ldap.so beside the host's modules.
         unix = glob.glob("/lib/*/security/pam_unix.so") or \
@@ -313,7 +326,7 @@ class Directory:
         for u in ("smtpauthd.socket", "smtpauthd@.service"):
             with open(os.path.join(REPO, "systemd", u)) as f:
                 texts[u] = f.read()
-        for sock in ("smtpauthd.socket", "stock.socket"):
+        for sock in ("smtpauthd.socket", "stock.socket", "nss.socket"):
             self.ports[sock] = free_port()
         sock = texts["smtpauthd.socket"]
         svc = texts["smtpauthd@.service"]
@@ -321,16 +334,18 @@ class Directory:
         texts["smtpauthd.socket"] = re.sub(
             r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
             % self.ports["smtpauthd.socket"], sock, flags=re.M)
-        texts["stock.socket"] = re.sub(
-            r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
-            % self.ports["stock.socket"], sock, flags=re.M)
+        for name in ("stock", "nss"):
+            texts[name + ".socket"] = re.sub(
+                r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
+                % self.ports[name + ".socket"], sock, flags=re.M)
         texts["smtpauthd@.service"] = svc.replace(SHIPPED_SBIN,
                                                   CT + "/smtpauthd")
-        texts["stock@.service"] = svc.replace(
-            SHIPPED_SBIN, CT + "/smtpauthd -f /etc/stock.conf")
+        for name in ("stock", "nss"):
+            texts[name + "@.service"] = svc.replace(
+                SHIPPED_SBIN, CT + "/smtpauthd -f /etc/%s.conf" % name)
         texts["smtpauthd-test.target"] = (
             "[Unit]\nDescription=smtpauthd test: directory accounts\n"
-            "Wants=smtpauthd.socket stock.socket\n"
+            "Wants=smtpauthd.socket stock.socket nss.socket\n"
             "Wants=systemd-journald.socket systemd-journald-dev-log.socket\n"
             "AllowIsolate=yes\n")
         for name, text in texts.items():
@@ -531,3 +546,64 @@ def test_stock_stack_takes_directory_down_for_a_guess(directory, slapd_down):
     assert re.search(r"^blocked user=%s " % USER,
                      directory.state("stock.conf"), re.M)
     directory.unblock("stock.conf")
+
+
+def test_directory_down_mid_session_is_451_then_sends(directory):
+    """Logged in, then the directory goes: the account check before the
+    message (pam_acct_mgmt, then getpwnam) cannot be made, which is 451
+    (reason=unavailable), not the 550 of an account refused; and the
+    session is not marked refused: once the directory is back, the same
+    session sends."""
+    c = directory.connect()
+    check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+    before = len(directory.calls())
+    directory.slapd.stop()
+    try:
+        r = c.transaction(sender="%s@example.org" % USER,
+                          rcpts=["rcpt@example.net"],
+                          body=b"Subject: down\r\n\r\nhello\r\n")
+    finally:
+        directory.slapd.start()
+        e2e.wait_until(lambda: directory.getent() is not None, timeout=30,
+                       what="the directory user back through NSS")
+    check(r, 451, "4.7.0")
+    journal_has(directory, r"^denied user=%s ip=127\.0\.0\.1 cmd=DATA "
+                r"reason=unavailable$" % USER)
+    assert len(directory.calls()) == before
+    call = send(directory, c, "back")
+    assert call.uid == directory.uid, call
+
+
+def test_nss_lookup_down_is_unavailable_not_no_account(directory):
+    """getpwnam() failing because the directory is down (nss-pam-ldapd:
+    NULL with errno ENOENT; not found is errno 0) is reason=unavailable:
+    454 at AUTH, counted nowhere (auth-limit-user 1/1d would block the
+    user at once), and 451 before a message in a session that had logged
+    in; not no-account's 535 and 550."""
+    d = directory
+    c = d.connect("nss.socket")
+    check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+    before = len(d.calls())
+    d.slapd.stop()
+    try:
+        r = c.transaction(sender="%s@example.org" % USER,
+                          rcpts=["rcpt@example.net"],
+                          body=b"Subject: nss down\r\n\r\nhello\r\n")
+        c2 = d.connect("nss.socket")
+        r2 = c2.auth_plain(USER, PASSWORD)
+        c2.quit()
+    finally:
+        d.slapd.start()
+        e2e.wait_until(lambda: d.getent() is not None, timeout=30,
+                       what="the directory user back through NSS")
+    check(r, 451, "4.7.0")
+    check(r2, 454, "4.7.0")
+    journal_has(d, r"^denied user=%s ip=127\.0\.0\.1 cmd=DATA "
+                r"reason=unavailable$" % USER)
+    journal_has(d, r"^auth failed user=%s mech=PLAIN ip=127\.0\.0\.1 "
+                r"reason=unavailable tls=\S+$" % USER)
+    journal_has(d, r"^getpwnam user=%s: No such file or directory$" % USER)
+    assert "blocked user=%s " % USER not in d.state("nss.conf")
+    assert len(d.calls()) == before
+    call = send(d, c, "nss back")
+    assert call.uid == d.uid, call
