@@ -580,6 +580,48 @@ auth_file(const struct config *cf, const char *user, const char *pass,
 	return AUTH_OK;
 }
 
+/*
+ * The account sendmail will run as: AUTH_OK; AUTH_FAIL when there is none
+ * or it is root's (uid 0); AUTH_TEMPFAIL when the lookup itself failed -
+ * a directory that is down says nothing about the user, so it is neither
+ * a refused account (550) nor, at AUTH, a guess.  getpwnam(3) counts
+ * ENOENT among "not found", but glibc reports not found as 0 and passes
+ * on a source's own errno when the source is unavailable: nss-pam-ldapd
+ * answers ENOENT when nslcd cannot reach the directory (tests/test_ldap.py
+ * measured it), and an NSS module that fails to load is ENOENT too.
+ */
+static int
+account_lookup(const char *user, const char **reason)
+{
+	struct passwd	*pw;
+	char		 esc[ESC_MAX];
+	int		 saved;
+
+	errno = 0;
+	/* cppcheck-suppress getpwnamCalled ; one thread: nothing to re-enter */
+	pw = getpwnam(user);
+	saved = errno;
+	if (pw != NULL && pw->pw_uid != 0)
+		return AUTH_OK;
+	if (pw != NULL) {
+		*reason = "root";
+		return AUTH_FAIL;
+	}
+	switch (saved) {
+	case 0:
+	case ESRCH:
+	case EBADF:
+	case EPERM:
+		*reason = "no-account";
+		return AUTH_FAIL;
+	default:
+		log_msg(LOG_ERR, "getpwnam user=%s: %s",
+		    log_escape(user, esc, sizeof(esc)), strerror(saved));
+		*reason = "unavailable";
+		return AUTH_TEMPFAIL;
+	}
+}
+
 int
 auth_check(const struct config *cf, const char *mech, const char *user,
     const char *pass, const char *peer, char *canon, size_t canonsize,
@@ -604,15 +646,8 @@ auth_check(const struct config *cf, const char *mech, const char *user,
 	 * sendmail will run as this user: it must be an account, and not one
 	 * with uid 0, whose password is no business of a mail service.
 	 */
-	if (rc == AUTH_OK && geteuid() == 0) {
-		/* cppcheck-suppress getpwnamCalled ; one thread: nothing to re-enter */
-		struct passwd *pw = getpwnam(canon);
-
-		if (pw == NULL || pw->pw_uid == 0) {
-			*reason = pw == NULL ? "no-account" : "root";
-			rc = AUTH_FAIL;
-		}
-	}
+	if (rc == AUTH_OK && geteuid() == 0)
+		rc = account_lookup(canon, reason);
 	return rc;
 }
 
@@ -663,7 +698,6 @@ auth_account(const struct config *cf, const char *user, const char *peer,
 {
 	char		 hash[PASSWD_LINE_MAX];
 	struct spwd	*sp;
-	struct passwd	*pw;
 	int		 found, rc = AUTH_OK;
 
 	if (cf->auth == AUTH_FILE) {
@@ -690,14 +724,8 @@ auth_account(const struct config *cf, const char *user, const char *peer,
 		}
 		endspent();
 	}
-	if (rc == AUTH_OK && geteuid() == 0) {
-		/* cppcheck-suppress getpwnamCalled ; one thread */
-		pw = getpwnam(user);
-		if (pw == NULL || pw->pw_uid == 0) {
-			*reason = pw == NULL ? "no-account" : "root";
-			rc = AUTH_FAIL;
-		}
-	}
+	if (rc == AUTH_OK && geteuid() == 0)
+		rc = account_lookup(user, reason);
 	return rc;
 }
 

@@ -28,16 +28,26 @@ host's loopback.  slapd itself (tools/packages ci, installed with
 slapd/no_configuration so that no directory of the host's is made or
 started) runs on the host from a slapd.conf in the run's directory.
 
-Two PAM services, one socket unit each:
+Four smtpauthd services, one socket unit each:
   - smtpauthd: pam.d/smtpauthd.ldap, the shipped file for directory
     accounts, installed as /etc/pam.d/smtpauthd: a directory that is down
-    answers 454 (reason=unavailable), not 535.
+    answers 454 (reason=unavailable), not 535, and before a message 451,
+    not 550.
   - stock: the shipped pam.d/smtpauthd unchanged, with common-auth and
     common-account as pam-auth-update writes them once libpam-ldapd is
     installed: directory users log in, but a directory that is down is
     a wrong password to it (pam_deny after pam_ldap's authinfo_unavail
     is ignored).  That is why pam.d/smtpauthd.ldap exists; the test keeps
     both true.
+  - nss: pam_permit only, so that smtpauthd's own getpwnam() of the
+    account is what meets the directory that is down.
+  - postfix: the smtpauthd PAM service, with Postfix's sendmail.  Postfix
+    (the host's binaries) runs inside the container, started only by the
+    test that uses it: its /etc/postfix is written here (local delivery
+    only, no inet listener, nothing chrooted), its queue and /var/mail
+    are the container's, so the host's Postfix, running or not, is not
+    involved.  local(8) finds the recipient, a second directory user,
+    through the container's NSS, as a real host's would.
 Root only (systemd-nspawn, slapd); a skip is a failure under
 SMTPAUTHD_REQUIRE_E2E=1.  Skipped under make check-valgrind for the reason
 test_systemd is.
@@ -70,6 +80,8 @@ LDAPD_PKGS = ("nslcd", "libnss-ldapd", "libpam-ldapd")
 BASE = "dc=example,dc=test"
 USER = "dirusr" + SFX
 PASSWORD = "Dir-secret-" + SFX
+RCPT = "dirrcp" + SFX            # a second directory user, Postfix's recipient
+PF_HOSTNAME = "postfix-ldap.test"
 F2B_FILTER = os.path.join(REPO, "contrib", "fail2ban", "filter.d",
                           "smtpauthd.conf")
 
@@ -87,6 +99,13 @@ account	requisite			pam_deny.so
 account	required			pam_permit.so
 account	[success=ok new_authtok_reqd=done ignore=ignore user_unknown=ignore \
 authinfo_unavail=ignore default=bad]	pam_ldap.so minimum_uid=1000
+"""
+# The nss service: PAM says yes to anyone, so that what is tested is
+# smtpauthd's own getpwnam() of the account (at AUTH and before each
+# message) while the directory is down, not pam_ldap's answer.
+NSS_ONLY_PAM = """\
+auth	required	pam_permit.so
+account	required	pam_permit.so
 """
 
 
@@ -106,9 +125,10 @@ def _gate():
                         % smtptest.BINARY)
 
 
-def free_uid():
+def free_uid(uid=None):
     """A uid number no account of the host has (the directory's own)."""
-    uid = 70000 + (os.getpid() & 0x3fff)
+    if uid is None:
+        uid = 70000 + (os.getpid() & 0x3fff)
     while True:
         try:
             pwd.getpwuid(uid)
@@ -145,7 +165,7 @@ def unpack_ldapd(top):
 class Slapd:
     """slapd on 127.0.0.1:port with an mdb database in dir."""
 
-    def __init__(self, dir, uid):
+    def __init__(self, dir, uid, rcpt_uid):
         self.dir = dir
         self.port = free_port()
         self.proc = None
@@ -179,7 +199,12 @@ class Slapd:
                     "uidNumber: %d\ngidNumber: %d\n"
                     "homeDirectory: /nonexistent\nloginShell: /bin/sh\n"
                     "userPassword: %s\n"
-                    % (USER, BASE, USER, USER, uid, uid, ssha(PASSWORD)))
+                    % (USER, BASE, USER, USER, uid, uid, ssha(PASSWORD))
+                    + "\ndn: uid=%s,ou=people,%s\nobjectClass: account\n"
+                    "objectClass: posixAccount\nuid: %s\ncn: %s\n"
+                    "uidNumber: %d\ngidNumber: %d\n"
+                    "homeDirectory: /nonexistent\nloginShell: /bin/sh\n"
+                    % (RCPT, BASE, RCPT, RCPT, rcpt_uid, uid))
         r = subprocess.run(["/usr/sbin/slapadd", "-f", self.conf, "-l", ldif],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
@@ -223,11 +248,13 @@ class Directory:
         self.container = None
         self.ports = {}
         self.uid = free_uid()
+        self.rcpt_uid = free_uid(self.uid + 1)
 
     def setup(self, stage, pki):
         d = self.dir
         ldapd = unpack_ldapd(self.top)
-        self.slapd = Slapd(os.path.join(self.top, "slapd"), self.uid)
+        self.slapd = Slapd(os.path.join(self.top, "slapd"), self.uid,
+                           self.rcpt_uid)
         self.slapd.start()
 
         shutil.copy2(stage.binary, os.path.join(d, "smtpauthd"))
@@ -262,15 +289,19 @@ class Directory:
                           "reconnect_sleeptime 1\nreconnect_retrytime 1\n",
         }
         for pam_service, name in (("smtpauthd", "smtpauthd.conf"),
-                                  ("stock", "stock.conf")):
+                                  ("stock", "stock.conf"),
+                                  ("nss", "nss.conf"),
+                                  ("smtpauthd", "postfix.conf")):
             files[name] = ("hostname %s\n" % smtptest.HOSTNAME
                            + "tls-cert %s/chain.pem\n" % CT
                            + "tls-key %s/leaf.key\n" % CT
-                           + "sendmail %s/sm/sendmail\n" % CT
+                           + "sendmail %s\n" % (
+                               "/usr/sbin/sendmail" if name == "postfix.conf"
+                               else CT + "/sm/sendmail")
                            + "sender-domains example.org\n"
                            + "pam-service %s\n" % pam_service
                            + "state sqlite:/var/lib/smtpauthd/%s.db\n"
-                           % pam_service
+                           % name[:-len(".conf")]
                            + "auth-limit-user 1/1d\n"
                            + "auth-failure-delay 0\n")
         binds = []
@@ -296,6 +327,8 @@ class Directory:
                     os.path.join(pamd, "smtpauthd"))
         shutil.copy(os.path.join(REPO, "pam.d", "smtpauthd"),
                     os.path.join(pamd, "stock"))
+        with open(os.path.join(pamd, "nss"), "w") as f:
+            f.write(NSS_ONLY_PAM)
         binds.append((pamd, "/etc/pam.d"))
         # pam_ldap.so beside the host's modules.
         unix = glob.glob("/lib/*/security/pam_unix.so") or \
@@ -307,13 +340,16 @@ class Directory:
             ldapd, "lib/*/security/pam_ldap.so"))[0], mods)
         binds.append((mods, moddir))
 
+        binds.append((self.postfix_conf(), "/etc/postfix"))
+
         units = os.path.join(self.top, "units")
         os.mkdir(units)
         texts = {}
         for u in ("smtpauthd.socket", "smtpauthd@.service"):
             with open(os.path.join(REPO, "systemd", u)) as f:
                 texts[u] = f.read()
-        for sock in ("smtpauthd.socket", "stock.socket"):
+        for sock in ("smtpauthd.socket", "stock.socket", "nss.socket",
+                     "postfix.socket"):
             self.ports[sock] = free_port()
         sock = texts["smtpauthd.socket"]
         svc = texts["smtpauthd@.service"]
@@ -321,16 +357,19 @@ class Directory:
         texts["smtpauthd.socket"] = re.sub(
             r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
             % self.ports["smtpauthd.socket"], sock, flags=re.M)
-        texts["stock.socket"] = re.sub(
-            r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
-            % self.ports["stock.socket"], sock, flags=re.M)
+        for name in ("stock", "nss", "postfix"):
+            texts[name + ".socket"] = re.sub(
+                r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
+                % self.ports[name + ".socket"], sock, flags=re.M)
         texts["smtpauthd@.service"] = svc.replace(SHIPPED_SBIN,
                                                   CT + "/smtpauthd")
-        texts["stock@.service"] = svc.replace(
-            SHIPPED_SBIN, CT + "/smtpauthd -f /etc/stock.conf")
+        for name in ("stock", "nss", "postfix"):
+            texts[name + "@.service"] = svc.replace(
+                SHIPPED_SBIN, CT + "/smtpauthd -f /etc/%s.conf" % name)
         texts["smtpauthd-test.target"] = (
             "[Unit]\nDescription=smtpauthd test: directory accounts\n"
-            "Wants=smtpauthd.socket stock.socket\n"
+            "Wants=smtpauthd.socket stock.socket nss.socket "
+            "postfix.socket\n"
             "Wants=systemd-journald.socket systemd-journald-dev-log.socket\n"
             "AllowIsolate=yes\n")
         for name, text in texts.items():
@@ -356,8 +395,40 @@ class Directory:
         e2e.wait_until(lambda: self.getent() is not None, timeout=30,
                        what="the directory user through NSS")
 
-    def getent(self):
-        r = self.container.run("getent", "passwd", USER)
+    def postfix_conf(self):
+        """/etc/postfix for the container: the host's files (master.cf,
+        postfix-files, dynamicmaps.cf), main.cf written here, nothing
+        chrooted (the container's queue has no etc/ of its own)."""
+        conf = os.path.join(self.top, "postfix")
+        shutil.copytree("/etc/postfix", conf, symlinks=True)
+        main = {
+            "compatibility_level": "3.6",
+            "myhostname": PF_HOSTNAME,
+            "myorigin": "$myhostname",
+            "mydestination": "localhost, $myhostname",
+            "inet_interfaces": "loopback-only",
+            # No smtpd: the container shares the host's network.
+            "master_service_disable": "inet",
+            "default_transport": "error",
+            "relay_transport": "error",
+            "relayhost": "",
+            "alias_maps": "",
+            "alias_database": "",
+            "mail_spool_directory": "/var/mail",
+            "home_mailbox": "",
+            "mailbox_command": "",
+            "biff": "no",
+            "authorized_submit_users": "static:anyone",
+        }
+        with open(os.path.join(conf, "main.cf"), "w") as f:
+            f.write("".join("%s = %s\n" % kv for kv in main.items()))
+        r = subprocess.run(["postconf", "-c", conf, "-F", "*/*/chroot = n"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return conf
+
+    def getent(self, user=USER):
+        r = self.container.run("getent", "passwd", user)
         return r.stdout.strip() if r.returncode == 0 else None
 
     def cleanup(self):
@@ -411,6 +482,32 @@ def directory(stage, pki):
         yield d
     finally:
         d.cleanup()
+
+
+@pytest.fixture(scope="module")
+def postfix(directory):
+    """Postfix inside the container (its /etc/postfix, its /var): local
+    delivery only, into /var/mail there; the container's systemd stops it
+    with the container."""
+    if not os.access("/usr/sbin/postfix", os.X_OK):
+        e2e.skip("postfix not installed (tools/packages ci)")
+    c = directory.container
+    for cmd in (["install", "-d", "-m", "1777", "/var/mail"],
+                ["install", "-d", "-m", "0755", "/var/spool/postfix",
+                 "/var/lib/postfix"],
+                ["chown", "postfix:", "/var/lib/postfix"],
+                ["/usr/sbin/postfix", "check"],
+                ["systemd-run", "--unit=postfix-test", "--quiet",
+                 "/usr/sbin/postfix", "start-fg"]):
+        r = c.run(*cmd)
+        assert r.returncode == 0, (cmd, r)
+    e2e.wait_until(lambda: c.run("/usr/sbin/postfix", "status").returncode
+                   == 0 or c.prop("postfix-test.service", "ActiveState")
+                   != "active", timeout=60, what="Postfix in the container")
+    r = c.run("/usr/sbin/postfix", "status")
+    assert r.returncode == 0, c.run("journalctl", "--no-pager", "-n", "30",
+                                    "-u", "postfix-test").stdout
+    return c
 
 
 @pytest.fixture
@@ -531,3 +628,99 @@ def test_stock_stack_takes_directory_down_for_a_guess(directory, slapd_down):
     assert re.search(r"^blocked user=%s " % USER,
                      directory.state("stock.conf"), re.M)
     directory.unblock("stock.conf")
+
+
+def test_directory_down_mid_session_is_451_then_sends(directory):
+    """Logged in, then the directory goes: the account check before the
+    message (pam_acct_mgmt, then getpwnam) cannot be made, which is 451
+    (reason=unavailable), not the 550 of an account refused; and the
+    session is not marked refused: once the directory is back, the same
+    session sends."""
+    c = directory.connect()
+    check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+    before = len(directory.calls())
+    directory.slapd.stop()
+    try:
+        r = c.transaction(sender="%s@example.org" % USER,
+                          rcpts=["rcpt@example.net"],
+                          body=b"Subject: down\r\n\r\nhello\r\n")
+    finally:
+        directory.slapd.start()
+        e2e.wait_until(lambda: directory.getent() is not None, timeout=30,
+                       what="the directory user back through NSS")
+    check(r, 451, "4.7.0")
+    journal_has(directory, r"^denied user=%s ip=127\.0\.0\.1 cmd=DATA "
+                r"reason=unavailable$" % USER)
+    assert len(directory.calls()) == before
+    call = send(directory, c, "back")
+    assert call.uid == directory.uid, call
+
+
+def test_nss_lookup_down_is_unavailable_not_no_account(directory):
+    """getpwnam() failing because the directory is down (nss-pam-ldapd:
+    NULL with errno ENOENT; not found is errno 0) is reason=unavailable:
+    454 at AUTH, counted nowhere (auth-limit-user 1/1d would block the
+    user at once), and 451 before a message in a session that had logged
+    in; not no-account's 535 and 550."""
+    d = directory
+    c = d.connect("nss.socket")
+    check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+    before = len(d.calls())
+    d.slapd.stop()
+    try:
+        r = c.transaction(sender="%s@example.org" % USER,
+                          rcpts=["rcpt@example.net"],
+                          body=b"Subject: nss down\r\n\r\nhello\r\n")
+        c2 = d.connect("nss.socket")
+        r2 = c2.auth_plain(USER, PASSWORD)
+        c2.quit()
+    finally:
+        d.slapd.start()
+        e2e.wait_until(lambda: d.getent() is not None, timeout=30,
+                       what="the directory user back through NSS")
+    check(r, 451, "4.7.0")
+    check(r2, 454, "4.7.0")
+    journal_has(d, r"^denied user=%s ip=127\.0\.0\.1 cmd=DATA "
+                r"reason=unavailable$" % USER)
+    journal_has(d, r"^auth failed user=%s mech=PLAIN ip=127\.0\.0\.1 "
+                r"reason=unavailable tls=\S+$" % USER)
+    journal_has(d, r"^getpwnam user=%s: No such file or directory$" % USER)
+    assert "blocked user=%s " % USER not in d.state("nss.conf")
+    assert len(d.calls()) == before
+    call = send(d, c, "nss back")
+    assert call.uid == d.uid, call
+
+
+def test_postfix_delivers_to_a_directory_user(directory, postfix):
+    """The whole way: a directory user logs in, smtpauthd runs Postfix's
+    sendmail as their directory uid, and Postfix's local(8) finds the
+    other directory user through NSS and delivers into their mailbox,
+    a file of their directory uid."""
+    d = directory
+    c = d.connect("postfix.socket")
+    check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+    tag = "to the directory " + SFX
+    r = c.transaction(sender="%s@example.org" % USER,
+                      rcpts=["%s@localhost" % RCPT],
+                      body=("Subject: %s\r\n\r\nhello\r\n" % tag).encode())
+    check(r, 250, "2.0.0")
+    c.quit()
+    box = "/var/mail/" + RCPT
+
+    def delivered():
+        r = postfix.run("cat", box)
+        return r.stdout if r.returncode == 0 and tag in r.stdout else None
+    try:
+        mail = e2e.wait_until(delivered, timeout=60, what="the delivery")
+    except AssertionError:
+        raise AssertionError(postfix.run(
+            "journalctl", "--no-pager", "-o", "cat", "-t", "postfix/local",
+            "-t", "postfix/qmgr", "-t", "postfix/pickup",
+            "-t", "postfix/sendmail", "-t", "postfix/postdrop").stdout)
+    # Postfix's own Received: names the uid its sendmail ran as.
+    assert re.search(r"^Received: by %s \(Postfix, from userid %d\)"
+                     % (re.escape(PF_HOSTNAME), d.uid), mail, re.M), mail
+    assert re.search(r"^Return-Path: <%s@example\.org>$" % USER, mail,
+                     re.M), mail
+    owner = postfix.run("stat", "-c", "%u", box).stdout.strip()
+    assert owner == str(d.rcpt_uid), owner
