@@ -193,7 +193,7 @@ def send(fl, client, rcpt="rcpt@example.net", swaks=False):
              "--auth-password", fl.env.users[USER]],
             stdin=subprocess.DEVNULL, capture_output=True, text=True,
             timeout=60)
-        host = [l.split()[1] for l in r.stdout.splitlines()
+        host = [l.split()[2] for l in r.stdout.splitlines()
                 if l.startswith("<-  220 ")][0]
         rc = [l for l in r.stdout.splitlines() if l.startswith("<") and
               " 4.7.1" in l]
@@ -232,3 +232,112 @@ def test_guesses_on_both_hosts_block_the_address_on_both(fleet):
     s.quit()
     keys = fleet.redis.cli("KEYS", fleet.prefix + "ip:*").split()
     assert fleet.prefix + "ip:127.0.0.9" in keys, keys
+
+
+def test_recipient_limit_counts_both_hosts(fleet):
+    """user-recipient-limit (3/1h) counts what alice sends through either
+    host: three messages, spread over both (smtplib and swaks), are
+    accepted, and the fourth is refused 451 4.7.1 by whichever host takes
+    it."""
+    client = "127.0.0.11"
+    before = len(fleet.env.calls())
+    served = []
+    for i in range(RCPTS):
+        code, host = send(fleet, client, swaks=(i == 1))
+        assert code == 250, (i, code, host)
+        served.append(host)
+    assert sorted(set(served)) == sorted(fleet.hosts), served
+    code, host = send(fleet, client)
+    assert code == 451, (code, host)
+    assert len(fleet.env.calls()) == before + RCPTS
+    queued = wait_events(fleet, 1, "queued")
+    for name in fleet.hosts:
+        assert len(queued[name]) == served.count(name), (queued, served)
+    limited = events(fleet, "limited", user=USER)
+    assert len(limited[host]) == 1, limited
+
+
+def test_both_hosts_log_the_clients_address(fleet):
+    """Every connect line of a client names it, with haproxy as proxy=;
+    the auth lines, Received: too; haproxy's own address is never a
+    client (its health checks stop before a session: see below)."""
+    client = "127.0.0.12"
+    before = len(fleet.env.calls())
+    hosts = [send(fleet, client)[1] for _ in fleet.hosts]
+    assert sorted(hosts) == sorted(fleet.hosts), hosts
+    connects = wait_events(fleet, 1, "connect", ip=client, proxy=LB)
+    assert all(len(v) == 1 for v in connects.values()), connects
+    oks = events(fleet, "auth", ip=client)
+    assert all(len(v) == 1 and v[0].startswith("auth ok ")
+               for v in oks.values()), oks
+    for name, srv in fleet.hosts.items():
+        for e in find_events(srv.log, "connect"):
+            assert kv(e).get("proxy") == LB and kv(e)["ip"] != LB, e
+    for call in fleet.env.calls()[before:]:
+        assert b"([%s])" % client.encode() in call.received(), \
+            call.received()
+
+
+def checks(fl):
+    """{host: the lines haproxy's health checks left}: from its address,
+    before any session."""
+    return {name: [e for e in find_events(srv.log, "disconnect")
+                   if kv(e)["ip"] == LB]
+            for name, srv in fl.hosts.items()}
+
+
+def test_health_checks_count_nothing_and_log_at_debug(fleet):
+    """haproxy checks each host every 200 ms (a TCP connect with a v2
+    LOCAL header).  Over at least five checks on each host: each left one
+    line, a disconnect with reason=proxy-local (or proxy-eof; smtpauthd.c
+    logs both at debug level), no connect, no auth line, nothing counted
+    in Redis for haproxy's address, and haproxy kept both hosts up."""
+    n = {k: len(v) for k, v in checks(fleet).items()}
+    e2e.wait_until(lambda: all(len(v) >= n[k] + 5
+                               for k, v in checks(fleet).items()),
+                   timeout=15, what="five more health checks on each host")
+    for name, lines in checks(fleet).items():
+        for e in lines:
+            assert kv(e)["reason"] in ("proxy-local", "proxy-eof") and \
+                kv(e)["commands"] == "0", (name, e)
+    for name, srv in fleet.hosts.items():
+        log = srv.log
+        assert "ip=%s " % LB not in log.replace(
+            "disconnect ip=%s user=- reason=proxy-" % LB, ""), log
+        assert "limit reached ip:%s " % LB not in log, log
+    assert fleet.redis.cli("KEYS", fleet.prefix + "*%s*" % LB).strip() == "", \
+        fleet.redis.cli("KEYS", fleet.prefix + "*")
+    assert " is DOWN" not in fleet.haproxy.log, fleet.haproxy.log
+
+
+def failing_open(srv):
+    return [l for l in srv.log.splitlines() if "failing open" in l]
+
+
+def test_redis_down_fails_open_and_back_restores_limits(fleet):
+    """Redis stopped: mail goes on through both hosts, each connection
+    saying once per part that it goes without (not once per operation,
+    and nothing from the health checks meanwhile).  Redis started again
+    (empty): guesses spread over both hosts block an address on both."""
+    fleet.redis.down()
+    try:
+        client = "127.0.0.13"
+        before = {k: len(failing_open(s)) for k, s in fleet.hosts.items()}
+        n = {k: len(v) for k, v in checks(fleet).items()}
+        hosts = [send(fleet, client) for _ in fleet.hosts]
+        assert sorted(h for _, h in hosts) == sorted(fleet.hosts), hosts
+        assert all(code == 250 for code, _ in hosts), hosts
+        wait_events(fleet, 1, "disconnect", ip=client)
+        # a health check or two ran meanwhile, and said nothing of Redis
+        e2e.wait_until(lambda: all(len(v) > n[k] for k, v in
+                                   checks(fleet).items()),
+                       timeout=15, what="a health check on each host")
+        for name, srv in fleet.hosts.items():
+            lines = failing_open(srv)[before[name]:]
+            assert [l.split("; ")[-1] for l in lines] == [
+                "no limits for this connection (failing open)",
+                "no sending limits for this connection (failing open)"], \
+                lines
+    finally:
+        fleet.redis.up()
+    guess_until_blocked(fleet, "127.0.0.14")
