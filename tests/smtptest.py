@@ -904,8 +904,9 @@ def free_port():
     return port
 
 
-def listening(port):
-    want = "0100007F:%04X" % port
+def listening(port, host="127.0.0.1"):
+    want = "%08X:%04X" % (int.from_bytes(socket.inet_aton(host), "little"),
+                          port)
     try:
         with open("/proc/net/tcp") as f:
             for line in f.readlines()[1:]:
@@ -922,8 +923,10 @@ class TcpServer:
     nobody when the tests run as root, or with as_root the monitor as root,
     as the packaged socket unit runs it (the end-to-end tests)."""
 
-    def __init__(self, env, confpath, environ=None, as_root=False):
+    def __init__(self, env, confpath, environ=None, as_root=False,
+                 host="127.0.0.1"):
         self.env = env
+        self.host = host    # another loopback address: another "host"
         self.logpath = env.newlog()
         e = env.environ(environ)
         if as_root:
@@ -931,7 +934,7 @@ class TcpServer:
         cmd = ["systemd-socket-activate"]
         for attempt in range(5):
             self.port = free_port()
-            cmd = ["systemd-socket-activate", "-l", "127.0.0.1:%d" % self.port,
+            cmd = ["systemd-socket-activate", "-l", "%s:%d" % (host, self.port),
                    "--inetd", "-a"]
             for k, v in sorted(e.items()):
                 cmd += ["-E", "%s=%s" % (k, v)]
@@ -945,7 +948,7 @@ class TcpServer:
             self.started()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                if listening(self.port):
+                if listening(self.port, host):
                     return
                 if self.proc.poll() is not None:
                     break
@@ -962,7 +965,7 @@ class TcpServer:
         return read_log(self.logpath)
 
     def connect(self, greet=True):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        s = socket.create_connection((self.host, self.port), timeout=10)
         c = Client(s, None, self.logpath)
         self.env.clients.append(c)
         if greet:

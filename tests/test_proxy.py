@@ -12,16 +12,15 @@ under SMTPAUTHD_REQUIRE_E2E=1 (CI), as the end-to-end tests do.
 """
 
 import ipaddress
-import os
 import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 
 import e2e
-from smtptest import check, find_events, free_port, kv, listening
+import services
+from smtptest import check, find_events, free_port, kv
 
 LB = "127.0.0.1"
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -242,23 +241,11 @@ def test_through_haproxy_v1_and_v2(env):
     """Debian's haproxy in TCP mode in front of smtpauthd, send-proxy and
     send-proxy-v2: a client on 127.0.0.2 (swaks for v1, smtplib for v2)
     is logged as 127.0.0.2, with haproxy's 127.0.0.1 as proxy=."""
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not os.path.exists(haproxy):
-        e2e.skip("haproxy not installed (tools/packages: test haproxy)")
     srv = env.tcp(proxy_protocol_from=LB)
     p1, p2 = free_port(), free_port()
-    conf = os.path.join(env.dir, "haproxy.cfg")
-    with open(conf, "w") as f:
-        f.write(HAPROXY_CONF % {"p1": p1, "p2": p2, "srv": srv.port})
-    log = open(os.path.join(env.dir, "haproxy.log"), "wb")
-    proc = subprocess.Popen([haproxy, "-db", "-f", conf], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=log, start_new_session=True)
+    proxy = services.Haproxy(env.dir, HAPROXY_CONF % {
+        "p1": p1, "p2": p2, "srv": srv.port}, (p1, p2))
     try:
-        deadline = time.monotonic() + 10
-        while not (listening(p1) and listening(p2)):
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                open(log.name).read()
-            time.sleep(0.05)
         if shutil.which("swaks"):
             r = subprocess.run(
                 ["swaks", "--server", "127.0.0.1", "--port", str(p1),
@@ -279,9 +266,7 @@ def test_through_haproxy_v1_and_v2(env):
             s.sendmail("alice@example.org", ["rcpt@example.net"],
                        b"Subject: v2\r\n\r\nthrough haproxy\r\n")
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(10)
-        log.close()
+        proxy.stop()
     assert srv.wait_log(r"(?s)disconnect ip=127\.0\.0\.2 .*"
                         r"disconnect ip=127\.0\.0\.2 ")
     assert len(events(srv, "connect", ip="127.0.0.2", proxy=LB)) == 2, srv.log

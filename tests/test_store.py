@@ -10,26 +10,16 @@ Without redis-server the Redis cases skip; with SMTPAUTHD_REQUIRE_E2E=1
 (CI) they fail instead.  The probe cases start no smtpauthd."""
 
 import os
-import shutil
 import socket
 import subprocess
-import tempfile
-import time
 
 import pytest
 
+from services import Redis
 from smtptest import PEER, check, find_events, kv
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PROBE = os.path.join(TESTS, "state-probe")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-
-
-def skip(reason):
-    if os.environ.get("SMTPAUTHD_REQUIRE_E2E") == "1":
-        pytest.fail(reason + " (SMTPAUTHD_REQUIRE_E2E is set)", pytrace=False)
-    pytest.skip(reason)
 
 
 def free_port():
@@ -38,59 +28,6 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-class Redis:
-    """One redis-server on 127.0.0.1:port and a unix socket, in a
-    directory of its own, nothing saved."""
-
-    def __init__(self, password=None):
-        if not os.access(REDIS_SERVER, os.X_OK):
-            skip("redis-server not installed (apt-get install redis-server)")
-        self.dir = tempfile.mkdtemp(prefix="redis.")
-        os.chmod(self.dir, 0o755)
-        self.sock = os.path.join(self.dir, "redis.sock")
-        self.password = password
-        self.port = free_port()
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--unixsocket", self.sock, "--unixsocketperm", "777",
-                "--save", "", "--appendonly", "no", "--dir", self.dir,
-                "--daemonize", "no", "--logfile", "",
-                "--loglevel", "warning"]
-        if password:
-            args += ["--requirepass", password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        # Ready when it answers; bounded, not a fixed sleep.
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if self.cli("PING").strip() in ("PONG", "NOAUTH"):
-                    break
-            except subprocess.CalledProcessError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail("redis-server did not start", pytrace=False)
-            time.sleep(0.02)
-        self.url = "redis://127.0.0.1:%d" % self.port
-
-    def cli(self, *args):
-        cmd = [REDIS_CLI, "-s", self.sock, "--no-auth-warning"]
-        if self.password:
-            cmd += ["-a", self.password]
-        return subprocess.run(cmd + list(args), capture_output=True, text=True,
-                              check=True, timeout=10).stdout
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
