@@ -303,7 +303,8 @@ consume(int fd, unsigned char *p, size_t n)
 /*
  * Read the header from fd within timeout seconds: PROXY_OK with *pi, or
  * PROXY_BAD with *reason (proxy-malformed, proxy-timeout, proxy-eof when
- * the peer left before a byte, proxy-truncated after some, proxy-error)
+ * the peer closed or reset before a byte, proxy-truncated after some,
+ * proxy-error)
  * and *why the detail.
  *
  * Each pass peeks at what is queued, after what was taken before, and
@@ -346,7 +347,12 @@ proxy_read(int fd, uint64_t timeout, struct proxy_info *pi,
 		if (n == -1) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;
-			*reason = "proxy-error";
+			/*
+			 * A balancer's TCP health check connects and resets:
+			 * it left before a byte, as a closed one does.
+			 */
+			*reason = errno == ECONNRESET && have == 0 ?
+			    "proxy-eof" : "proxy-error";
 			*why = strerror(errno);
 			return PROXY_BAD;
 		}

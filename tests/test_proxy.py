@@ -149,7 +149,10 @@ def test_bad_headers_close_without_a_greeting(env):
     (timeout 1) and an UNKNOWN one each close the connection before any
     byte is sent, with a disconnect line naming the balancer; a v2 LOCAL
     health check closes too, at debug level only."""
-    srv = env.tcp(proxy_protocol_from=LB, timeout=1)
+    # REMOTE_ADDR as systemd's Accept=yes sets it: a connection reset
+    # before smtpauthd runs has no peer for getpeername() to give.
+    srv = env.tcp(proxy_protocol_from=LB, timeout=1,
+                  environ={"REMOTE_ADDR": LB})
     cases = [
         (b"EHLO client.example\r\n", "proxy-malformed", "signature"),
         (b"PROXY TCP4 198.51.100.7 127.0.0.1 1 99999\r\n", "proxy-malformed",
@@ -172,6 +175,14 @@ def test_bad_headers_close_without_a_greeting(env):
         assert kv(e)["ip"] == LB and kv(e)["commands"] == "0", e
         if detail:
             assert kv(e)["detail"] == detail, e
+    # A TCP health check (haproxy's plain `check`) connects and resets:
+    # as quiet as a LOCAL one, not a notice-level proxy-error.
+    s = socket.create_connection((srv.host, srv.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    assert srv.wait_log(r"disconnect ip=127\.0\.0\.1 user=- reason=proxy-eof "
+                        ), srv.log
+    assert events(srv, "disconnect", reason="proxy-error") == [], srv.log
     # nothing of these got as far as a connect line
     assert find_events(srv.log, "connect") == [], srv.log
 

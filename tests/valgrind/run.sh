@@ -10,7 +10,8 @@
 # world-writable log directory, both made here.
 #
 # Usage: run.sh [PYTEST-ARGS...]
-# DESELECT (a pytest -k expression) leaves out the tests that measure time
+# VALGRIND_TRACK_ORIGINS=yes adds --track-origins (slower; for reading a
+# reported fault).  DESELECT (a pytest -k expression) leaves out the tests that measure time
 # and cannot hold under valgrind's slowdown; the Makefile sets it.
 set -u
 
@@ -36,7 +37,14 @@ cp smtpauthd "$stage/smtpauthd"
 chmod 755 "$stage/smtpauthd"
 cp tests/valgrind/pam_wrapper.supp "$stage/pam_wrapper.supp"
 chmod 644 "$stage/pam_wrapper.supp"
+track_origins=${VALGRIND_TRACK_ORIGINS:-no}
+case $track_origins in
+yes | no) ;;
+*) echo "check-valgrind: VALGRIND_TRACK_ORIGINS must be yes or no" >&2
+	exit 2 ;;
+esac
 sed -e "s|@BINARY@|$stage/smtpauthd|" -e "s|@LOGDIR@|$stage/logs|" \
+    -e "s|@TRACK_ORIGINS@|$track_origins|" \
     -e "s|@SUPPRESSIONS@|$stage/pam_wrapper.supp|" \
     tests/valgrind/smtpauthd-valgrind.in >"$stage/smtpauthd-valgrind"
 chmod 755 "$stage/smtpauthd-valgrind"
