@@ -73,13 +73,13 @@ limits_init(struct limits *l, const struct config *cf, const char *peer)
 static struct state *
 store(struct limits *l)
 {
-	return l->off ? NULL : state_open_step(l->cf, &l->failed, "limits");
+	return l->off ? NULL : state_open_step(l->cf, &l->failed);
 }
 
 static void
 store_failed(struct limits *l, struct state *st)
 {
-	state_step_failed(l->cf, st, &l->failed, "limits");
+	state_step_failed(l->cf, st, &l->failed);
 }
 
 /* "ip:192.0.2.7", "net:2001:db8:1::/48" */

@@ -228,15 +228,14 @@ static struct state *
 store(struct sending *sd)
 {
 	if (sd->st == NULL && !sd->off)
-		sd->st = state_open_step(sd->cf, &sd->failed,
-		    "sending limits");
+		sd->st = state_open_step(sd->cf, &sd->failed);
 	return sd->st;
 }
 
 static void
 store_failed(struct sending *sd, struct state *st)
 {
-	state_step_failed(sd->cf, st, &sd->failed, "sending limits");
+	state_step_failed(sd->cf, st, &sd->failed);
 	sending_release(sd);
 }
 

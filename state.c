@@ -237,23 +237,40 @@ state_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
 }
 
 /*
+ * A store that failed once in this process (one connection's monitor)
+ * is not asked again by any part: the limits and the sending limits go
+ * on without it together, and the log says so once.
+ */
+static int store_failed_here;
+
+static void
+log_failing_open(const struct config *cf, const char *err)
+{
+	char shown[STATE_SHOWN_MAX];
+
+	store_failed_here = 1;
+	log_msg(LOG_ERR, "state %s: %s; no limits for this connection "
+	    "(failing open)", state_shown(cf->state, shown, sizeof(shown)),
+	    err);
+}
+
+/*
  * The store for one step of a connection's work, or NULL: none, or
- * failing open.  *failed remembers, for the connection, that the store
- * failed: the one log line, naming what goes without it, is written once.
+ * failing open.  *failed is the part's own note that it goes without.
  */
 struct state *
-state_open_step(const struct config *cf, int *failed, const char *without)
+state_open_step(const struct config *cf, int *failed)
 {
 	struct state	*st;
-	char		 err[512], shown[STATE_SHOWN_MAX];
+	char		 err[512];
 
-	if (*failed)
-		return NULL;
-	if (state_open(cf, &st, err, sizeof(err)) != STATE_OK) {
+	if (*failed || store_failed_here) {
 		*failed = 1;
-		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
-		    "(failing open)", state_shown(cf->state, shown,
-		    sizeof(shown)), err, without);
+		return NULL;
+	}
+	if (state_open(cf, &st, err, sizeof(err)) != STATE_OK) {
+		log_failing_open(cf, err);
+		*failed = 1;
 		return NULL;
 	}
 	return st;
@@ -261,15 +278,10 @@ state_open_step(const struct config *cf, int *failed, const char *without)
 
 /* A step's store failed: logged once, and not opened again. */
 void
-state_step_failed(const struct config *cf, struct state *st, int *failed,
-    const char *without)
+state_step_failed(const struct config *cf, struct state *st, int *failed)
 {
-	char shown[STATE_SHOWN_MAX];
-
-	if (!*failed)
-		log_msg(LOG_ERR, "state %s: %s; no %s for this connection "
-		    "(failing open)", state_shown(cf->state, shown,
-		    sizeof(shown)), state_error(st), without);
+	if (!store_failed_here)
+		log_failing_open(cf, state_error(st));
 	*failed = 1;
 }
 

@@ -93,10 +93,8 @@ int	 state_spec_check(const char *spec, const struct state_backend **,
 int	 state_open(const struct config *, struct state **, char *err,
 	    size_t errsize);
 void	 state_close(struct state *);
-struct state *state_open_step(const struct config *, int *failed,
-	    const char *without);
-void	 state_step_failed(const struct config *, struct state *, int *failed,
-	    const char *without);
+struct state *state_open_step(const struct config *, int *failed);
+void	 state_step_failed(const struct config *, struct state *, int *failed);
 const char *state_error(const struct state *);
 int	 state_mark(struct state *, const char *key, const char *member,
 	    int64_t now, uint64_t ttl, uint64_t keep, uint64_t *count,
