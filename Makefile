@@ -167,12 +167,21 @@ fuzz: fuzz-build
 # would meet it; see privsep.c), and the one that compares the answer
 # times of failed logins, which valgrind's slowdown (about 20x) blurs; and
 # the process title's, since under valgrind the process is valgrind's.
+# Also left out, as adding nothing there: the store's cases that drive
+# tests/state-probe and never start smtpauthd, the HAProxy case that
+# repeats test_proxy's with another client, and the -t and start-up checks
+# of logging and of a bad prefix (the first messages of a process).
 VALGRIND_DESELECT ?= test_session_confined or test_two_processes_over_tcp \
             or test_sendmail_as_user_through_the_monitor \
             or test_session_death_as_root or test_seccomp_kill_is_reported \
             or test_tls_in_the_session or test_failures_answer_alike \
             or test_guesses_at_once_are_counted_before_their_checks \
-            or test_process_title_after_auth
+            or test_process_title_after_auth \
+            or (test_store and not test_two_hosts and not test_redis_down \
+                and not test_redis_wrong) \
+            or test_through_haproxy_v1_and_v2 or test_t_refuses_a_bad_prefix \
+            or test_no_syslog_is_said_once_on_stderr \
+            or test_t_warns_without_dev_log
 
 check-valgrind: smtpauthd tests/capture-sendmail tests/pam_counter.so \
 	    tests/state-probe tests/policy-query
