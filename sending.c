@@ -412,6 +412,7 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
     struct relay_reply *rr)
 {
 	struct state	*st;
+	char		 scope[STATE_KEY_MAX + 1];
 	int		 s, o = 0, p = 0;
 
 	sd->reserved = 0;
@@ -421,9 +422,11 @@ sending_reserve(struct sending *sd, const char *queue_id, size_t nrcpts,
 	/*
 	 * The check and the count in one transaction: two connections of
 	 * one login ending their messages at once would otherwise both
-	 * read the count before either added to it, and both pass.
+	 * read the count before either added to it, and both pass.  Only
+	 * this login's counts are read and written: the login is the scope.
 	 */
-	if (state_begin(st) != STATE_OK) {
+	state_name_key("sending", sd->login, scope, sizeof(scope));
+	if (state_begin(st, scope) != STATE_OK) {
 		store_failed(sd, st);
 		return 0;
 	}

@@ -170,9 +170,11 @@ state_add(struct state *st, const char *key, const char *member,
 }
 
 int
-state_begin(struct state *st)
+state_begin(struct state *st, const char *scope)
 {
-	return st->backend->begin(st);
+	if (!key_valid(scope))
+		return STATE_CONFIG;
+	return st->backend->begin(st, scope);
 }
 
 int

@@ -69,10 +69,12 @@ struct state_backend {
 	void	(*close)(struct state *);
 	/*
 	 * Several reads and changes as one: between begin and end no other
-	 * connection changes the store (add and unmark join the
-	 * transaction); end commits, or with commit 0 rolls back.
+	 * connection's transaction of the same scope (a key: what it is
+	 * about) changes the store (add and unmark join the transaction);
+	 * end commits, or with commit 0 rolls back.  A backend may exclude
+	 * more than the scope (SQLite: every writer).
 	 */
-	int	(*begin)(struct state *);
+	int	(*begin)(struct state *, const char *scope);
 	int	(*end)(struct state *, int commit);
 };
 
@@ -105,7 +107,7 @@ int	 state_unmark(struct state *, const char *key, const char *member);
 int	 state_latest(struct state *, const char *key, int64_t now,
 	    char *member, size_t size, int64_t *marked, int *found);
 int	 state_verify(struct state *);
-int	 state_begin(struct state *);
+int	 state_begin(struct state *, const char *scope);
 int	 state_end(struct state *, int commit);
 int	 state_count(struct state *, const char *key, int64_t now,
 	    uint64_t limit, uint64_t *count, int64_t *until);

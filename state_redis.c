@@ -7,7 +7,8 @@
  * weight" (seq: the order of insertion, which breaks ties as SQLite's
  * rowid does), and the field "" - never a member, state.c refuses empty
  * ones - holds the next seq.  Every change is one call of one Lua script
- * (loaded once per connection, run by EVALSHA), so it is atomic on the
+ * (run by EVALSHA of its digest, which this file works out itself; EVAL
+ * when Redis does not have it yet, which also loads it), so it is atomic on the
  * server and the semantics are state_sqlite.c's, operation for
  * operation.  Each hash expires with its last member (EXPIRE, relative,
  * so the hosts' clocks need not agree with Redis's); a hash with a
@@ -15,9 +16,10 @@
  * cleaning; its maxmemory with a volatile-* policy bounds it instead of
  * STATE_ROWS_MAX, and never evicts a suspension.
  *
- * begin/end: a lock key (SET NX PX state-timeout) taken by begin; the
- * changes made until end are kept here and sent by end as one script
- * call, so a rollback is sending nothing.  Reads between begin and end
+ * begin/end: a lock key per scope (PREFIX lock SCOPE, SET NX PX
+ * state-timeout: one login's, so that the logins of a fleet do not queue
+ * for one lock) taken by begin; the changes made until end are kept here
+ * and sent by end as one script call, so a rollback is sending nothing.  Reads between begin and end
  * do not see them - sending_reserve reads before it writes.
  *
  * hiredis does all the parsing of RESP; what comes back is checked here
@@ -39,6 +41,7 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/evp.h>
 
 #include "smtpauthd.h"
 #include "state.h"
@@ -47,6 +50,7 @@
 #define DEFAULT_PREFIX	"smtpauthd:"
 #define DEFAULT_TIMEOUT	200
 #define QUEUE_MAX	32	/* changes between begin and end */
+#define LOCK_MAX	(STATE_KEY_MAX + 8)	/* " lock SCOPE" */
 #define REPLY_MAX	(STATE_KEY_MAX + 128)	/* one string of a reply */
 #define SCAN_KEYS_MAX	STATE_ROWS_MAX
 #define PASSWORD_MAX	512
@@ -198,6 +202,7 @@ struct redis {
 	char		 prefix[STATE_PREFIX_MAX + 1];
 	int64_t		 timeout_ms;
 	char		 token[33];	/* the lock's, while it is held */
+	char		 lock[LOCK_MAX];	/* " lock SCOPE", while held */
 	int		 locked;
 	struct call	 queue[QUEUE_MAX + 1];	/* and the unlock */
 	size_t		 nqueue;
@@ -633,14 +638,37 @@ read_password(const char *path, char *buf, size_t size, char *err,
 	return STATE_OK;
 }
 
-/* AUTH, SELECT, SCRIPT LOAD: the connection made ready. */
+/*
+ * The script's name for EVALSHA, its SHA-1, worked out here: loading it at
+ * every connection (the store is opened several times a session) would
+ * send it whole each time.  A Redis that lacks it gets EVAL (run()).
+ */
+static int
+script_digest(char out[41])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char	 md[EVP_MAX_MD_SIZE];
+	unsigned int	 n = 0, i;
+
+	if (EVP_Digest(script, sizeof(script) - 1, md, &n, EVP_sha1(),
+	    NULL) != 1 || n != 20)
+		return -1;
+	for (i = 0; i < n; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[40] = '\0';
+	return 0;
+}
+
+/* AUTH, SELECT: the connection made ready. */
 static int
 prepare(struct state *st, const struct redis_spec *rs, const char *password)
 {
 	struct redis	*r = rd(st);
 	redisReply	*reply;
-	const char	*argv[3];
-	size_t		 len[3];
+	const char	*argv[2];
+	size_t		 len[2];
 	char		 db[16];
 
 	if (password[0] != '\0') {
@@ -662,18 +690,8 @@ prepare(struct state *st, const struct redis_spec *rs, const char *password)
 			return STATE_RETRY;
 		freeReplyObject(reply);
 	}
-	argv[0] = "SCRIPT";
-	argv[1] = "LOAD";
-	argv[2] = script;
-	len[0] = 6;
-	len[1] = 4;
-	len[2] = sizeof(script) - 1;
-	if ((reply = command(st, "SCRIPT LOAD", 3, argv, len)) == NULL)
-		return STATE_RETRY;
-	if (!is_string(reply) || reply->len != 40)
-		return unexpected(st, "SCRIPT LOAD", reply);
-	memcpy(r->sha, reply->str, 41);
-	freeReplyObject(reply);
+	if (script_digest(r->sha) == -1)
+		return failed(st, "script", "no SHA-1 digest");
 	return STATE_OK;
 }
 
@@ -1096,7 +1114,7 @@ redis_keys(struct state *st, int64_t now, state_key_fn fn, void *arg)
  * for it is bounded by state-timeout too; past that, STATE_RETRY.
  */
 static int
-redis_begin(struct state *st)
+redis_begin(struct state *st, const char *scope)
 {
 	static const char hex[] = "0123456789abcdef";
 	struct redis	*r = rd(st);
@@ -1105,7 +1123,7 @@ redis_begin(struct state *st)
 	redisReply	*reply;
 	const char	*argv[6];
 	size_t		 len[6], i;
-	char		 key[STATE_PREFIX_MAX + 8], px[24];
+	char		 key[STATE_PREFIX_MAX + LOCK_MAX], px[24];
 	int64_t		 deadline;
 	int		 got;
 
@@ -1118,7 +1136,10 @@ redis_begin(struct state *st)
 		r->token[2 * i + 1] = hex[rnd[i] & 15];
 	}
 	r->token[2 * sizeof(rnd)] = '\0';
-	snprintf(key, sizeof(key), "%s lock", r->prefix);
+	if (snprintf(r->lock, sizeof(r->lock), " lock %s", scope) >=
+	    (int)sizeof(r->lock))
+		return failed(st, "begin", "scope too long");
+	snprintf(key, sizeof(key), "%s%s", r->prefix, r->lock);
 	snprintf(px, sizeof(px), "%lld", (long long)r->timeout_ms);
 	argv[0] = "SET";
 	argv[1] = key;
@@ -1169,7 +1190,7 @@ redis_end(struct state *st, int commit)
 	r->locked = 0;
 	if (!commit)
 		r->nqueue = 0;
-	if (make_call(st, &r->queue[r->nqueue], "unlock", " lock", r->token, 0,
+	if (make_call(st, &r->queue[r->nqueue], "unlock", r->lock, r->token, 0,
 	    0, 0) != STATE_OK)
 		return STATE_RETRY;
 	reply = run(st, r->queue, r->nqueue + 1);

@@ -523,8 +523,9 @@ sqlite_forget(struct state *st, const char *key, uint64_t *removed)
  * transaction is still so when it writes (a check, then a count).
  */
 static int
-sqlite_begin(struct state *st)
+sqlite_begin(struct state *st, const char *scope)
 {
+	(void)scope;		/* the write lock excludes every writer */
 	return exec_sql(st, "BEGIN IMMEDIATE");
 }
 

@@ -17,7 +17,7 @@
  *     has KEY MEMBER DT             -> 0 | 1
  *     forget KEY                    -> REMOVED
  *     keys DT                       -> the keys, blank-separated
- *     begin | end COMMIT            -> ok
+ *     begin SCOPE | end COMMIT      -> ok
  *   DT: seconds after the time run started (the times printed are too;
  *   "forever" for STATE_FOREVER), so that the same input gives the same
  *   answers from every store.  A failure prints "retry" (and the error
@@ -133,8 +133,8 @@ run_line(char *line)
 		if ((rc = state_keys(run_st, arg_time(w[1]), keys_print,
 		    &yes)) == STATE_OK)
 			printf("\n");
-	} else if (IS("begin", 0)) {
-		if ((rc = state_begin(run_st)) == STATE_OK)
+	} else if (IS("begin", 1)) {
+		if ((rc = state_begin(run_st, w[1])) == STATE_OK)
 			printf("ok\n");
 	} else if (IS("end", 1)) {
 		if ((rc = state_end(run_st, (int)strtol(w[1], NULL, 10))) == STATE_OK)
