@@ -30,7 +30,7 @@ replayed by redis-benchmark (EVALSHA of the script smtpauthd loaded,
 CLIENTS connections, no pipelining, keys and members made random so that
 they spread as many clients' do), calls per second each; then per second
 the logins (failed or not) and messages whose calls it would carry,
-SCRIPT LOAD and the other per-connection commands included.
+the other per-connection commands included.
 """
 import base64
 import os
@@ -208,7 +208,7 @@ def monitor(redis, port, kind):
                 break
             lua = m.group(2) == "lua"
             if not lua and argv[0].upper() == "SET" and \
-                    argv[1].endswith(" lock"):
+                    " lock " in argv[1]:
                 locked = float(m.group(1))
             elif not lua and "unlock" in argv:
                 held = (float(m.group(1)) - locked) * 1000
@@ -420,10 +420,10 @@ def run(redis, servers):
         print(f"  {k:7} {sum(sent.values()):3} ({fmt(sent)}) | "
               f"{sum(inner.values()):3} ({fmt(inner)})")
     held = [monitor(redis, port, "message")[1] for _ in range(9)]
-    print(f"  the lock (one for all logins and hosts) held per message: "
+    print(f"  the login's lock held per message: "
           f"{pct(held, 50):.2f} ms (median of {len(held)}, "
           f"{min(held):.2f}..{max(held):.2f}; under MONITOR) => at most "
-          f"{1000 / pct(held, 50):.0f} messages a second in all")
+          f"{1000 / pct(held, 50):.0f} messages a second for one login")
     evals = {k: [a for a in v if a[0].upper() == "EVALSHA"]
              for k, v in seen.items()}
     print(f"  per message (message - login): "
