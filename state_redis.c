@@ -648,12 +648,13 @@ script_digest(char out[41])
 {
 	static const char hex[] = "0123456789abcdef";
 	unsigned char	 md[EVP_MAX_MD_SIZE];
-	unsigned int	 n = 0, i;
+	unsigned int	 n = 0;
+	size_t		 i;
 
 	if (EVP_Digest(script, sizeof(script) - 1, md, &n, EVP_sha1(),
 	    NULL) != 1 || n != 20)
 		return -1;
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < 20; i++) {
 		out[2 * i] = hex[md[i] >> 4];
 		out[2 * i + 1] = hex[md[i] & 15];
 	}
