@@ -10,24 +10,15 @@ Without redis-server the Redis cases skip; with SMTPAUTHD_REQUIRE_E2E=1
 (CI) they fail instead.  The probe cases start no smtpauthd."""
 
 import os
-import socket
 import subprocess
 
 import pytest
 
 from services import Redis
-from smtptest import PEER, check, find_events, kv
+from smtptest import PEER, check, find_events, free_port, kv
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PROBE = os.path.join(TESTS, "state-probe")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")
