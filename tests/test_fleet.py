@@ -16,9 +16,9 @@ and sends a v2 LOCAL header, which smtpauthd closes before any session,
 at debug level only.  `option smtpchk` cannot be used: it waits for a 220
 that a LOCAL header never gets, and would take both hosts down.
 
-Accounts come from the test harness's password file: directory accounts
-(slapd) are part 3's, in the systemd container (test_ldap.py), and add
-nothing to what is shown here.
+Accounts come from the test harness's password file.  The same fleet
+with directory accounts (two socket units in test_ldap.py's systemd
+container sharing its slapd, a Redis and a haproxy) is in test_ldap.py.
 
 One haproxy, one redis-server and two activators for the whole module
 (module-scoped, started and stopped here).  Not for valgrind: it repeats

@@ -48,6 +48,18 @@ Four smtpauthd services, one socket unit each:
     are the container's, so the host's Postfix, running or not, is not
     involved.  local(8) finds the recipient, a second directory user,
     through the container's NSS, as a real host's would.
+Two hosts sharing the one slapd (issue 13, part 4; the fixture fleet,
+started only by the tests that use it): two more socket units in the same
+container, on 127.0.0.2:P and 127.0.0.3:P, whose configurations differ in
+hostname only: the directory's PAM service (smtpauthd), the capture
+sendmail, `proxy-protocol-from 127.0.0.1` and one `state redis://...` (a
+redis-server on the host's loopback, which the container shares).  One
+haproxy on the host in front of them (TCP, roundrobin, send-proxy-v2,
+source 127.0.0.1); each client connects to it from a loopback address of
+its own, so that a log line names the connection it belongs to.  No
+haproxy health checks: test_fleet.py shows what they do, and here each
+would start an instance of the service in the container.
+
 Root only (systemd-nspawn, slapd); a skip is a failure under
 SMTPAUTHD_REQUIRE_E2E=1.  Skipped under make check-valgrind for the reason
 test_systemd is.
@@ -68,10 +80,11 @@ import tempfile
 import pytest
 
 import e2e
+import services
 import smtptest
 from container import Container
 from e2e import SFX
-from smtptest import IS_ROOT, REPO, Client, check, free_port
+from smtptest import IS_ROOT, REPO, Client, check, free_port, received_re
 
 CT = "/srv/smtpauthd-test"
 SHIPPED_SBIN = "/usr/local/sbin/smtpauthd"
@@ -724,3 +737,199 @@ def test_postfix_delivers_to_a_directory_user(directory, postfix):
                      re.M), mail
     owner = postfix.run("stat", "-c", "%u", box).stdout.strip()
     assert owner == str(d.rcpt_uid), owner
+
+
+# --- two hosts, one slapd, one Redis, one haproxy (see the top)
+
+LB = "127.0.0.1"
+FLEET = (("one", "one.fleet.example", "127.0.0.2"),
+         ("two", "two.fleet.example", "127.0.0.3"))
+GUESSES = 4     # auth-limit-user: two wrong passwords on each host
+FLEET_HAPROXY = """\
+global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend submission
+    bind 127.0.0.1:%(port)d
+    default_backend fleet
+backend fleet
+    balance roundrobin
+    source 127.0.0.1
+    default-server send-proxy-v2
+    server one 127.0.0.2:%(p)d
+    server two 127.0.0.3:%(p)d
+"""
+
+
+class Fleet:
+    """The units fleet-one.socket and fleet-two.socket, added to the
+    running container (/run/systemd/system, daemon-reload), Redis and
+    haproxy on the host."""
+
+    def __init__(self, d):
+        self.d = d
+        self.redis = self.haproxy = None
+        self.units = []
+        self.dir = os.path.join(d.dir, "fleet")     # CT/fleet inside
+        os.mkdir(self.dir)
+        os.chmod(self.dir, 0o755)
+
+    def setup(self):
+        d = self.d
+        self.redis = services.Redis()
+        self.conf = {}
+        with open(os.path.join(REPO, "systemd", "smtpauthd.socket")) as f:
+            sock = f.read()
+        with open(os.path.join(REPO, "systemd", "smtpauthd@.service")) as f:
+            svc = f.read()
+        self.port = port = free_port()
+        for name, hostname, addr in FLEET:
+            conf = "%s/fleet/%s.conf" % (CT, name)
+            self.conf[hostname] = conf
+            texts = {
+                name + ".conf": "hostname %s\n" % hostname
+                + "tls-cert %s/chain.pem\ntls-key %s/leaf.key\n" % (CT, CT)
+                + "sendmail %s/sm/sendmail\n" % CT
+                + "sender-domains example.org\npam-service smtpauthd\n"
+                + "proxy-protocol-from %s\n" % LB
+                + "state %s\nstate-prefix ldapfleet%s:\n"
+                % (self.redis.url, SFX)
+                + "auth-limit-ip 0\nauth-limit-net 0\n"
+                + "auth-limit-user %d/1h\nauth-failure-delay 0\n" % GUESSES,
+                "fleet-%s.socket" % name: re.sub(
+                    r"^ListenStream=.*$", "ListenStream=%s:%d" % (addr, port),
+                    sock, flags=re.M),
+                "fleet-%s@.service" % name: svc.replace(
+                    SHIPPED_SBIN, CT + "/smtpauthd -f " + conf),
+            }
+            for fname, text in texts.items():
+                with open(os.path.join(self.dir, fname), "w") as f:
+                    f.write(text)
+            self.units.append("fleet-%s.socket" % name)
+        c = d.container
+        for cmd in (["sh", "-c", "cp %s/fleet/*.socket %s/fleet/*.service "
+                     "/run/systemd/system/" % (CT, CT)],
+                    ["systemctl", "daemon-reload"],
+                    ["systemctl", "start"] + self.units):
+            r = c.run(*cmd)
+            assert r.returncode == 0, (cmd, r)
+        e2e.wait_until(lambda: all(smtptest.listening(port, addr)
+                                   for _, _, addr in FLEET),
+                       timeout=30, what="the fleet's sockets")
+        self.lb_port = free_port()
+        self.haproxy = services.Haproxy(self.dir, FLEET_HAPROXY % {
+            "port": self.lb_port, "p": port}, (self.lb_port,))
+
+    def cleanup(self):
+        if self.haproxy is not None:
+            self.haproxy.stop()
+        if self.units:
+            self.d.container.systemctl("stop", *self.units)
+        if self.redis is not None:
+            self.redis.stop()
+
+    def connect(self, client):
+        """A session from the address client through haproxy, after
+        STARTTLS: (Client, the hostname of the host that greeted it)."""
+        s = socket.create_connection((LB, self.lb_port), timeout=30,
+                                     source_address=(client, 0))
+        c = Client(s)
+        host = c.greeting(15).text.split()[0]
+        c.ehlo()
+        c.starttls()
+        c.ehlo()
+        return c, host
+
+
+@pytest.fixture(scope="module")
+def fleet(directory):
+    fl = Fleet(directory)
+    try:
+        fl.setup()
+        yield fl
+    finally:
+        fl.cleanup()
+
+
+def journal_count(d, pattern, n):
+    """Until the journal has n lines matching pattern; they."""
+    return e2e.wait_until(
+        lambda: (lambda m: m if len(m) >= n else None)(
+            re.findall(pattern, d.journal(), re.M)),
+        timeout=15, what="%d of %r in the journal" % (n, pattern))
+
+
+def test_fleet_directory_user_sends_through_both_hosts(directory, fleet):
+    """The directory user logs in through haproxy twice, from 127.0.0.21
+    and 127.0.0.22: roundrobin gives one connection to each host, and each
+    runs sendmail as the directory uid, writes its own hostname and the
+    client's address (not haproxy's) into Received:, and logs that
+    address, with haproxy as proxy=."""
+    d = directory
+    served = {}
+    for client in ("127.0.0.21", "127.0.0.22"):
+        c, host = fleet.connect(client)
+        check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+        call = send(d, c, "fleet " + client)
+        served[client] = host
+        assert (call.uid, call.euid, call.gid) == (d.uid,) * 3, call
+        got = call.received().decode()
+        assert received_re(helo="client.example", ip=client, user=USER,
+                           host=host, tls=(r"\S+", r"\S+"),
+                           rcpt="rcpt@example.net").match(got), got
+    assert sorted(served.values()) == sorted(h for _, h, _ in FLEET), served
+    for client in served:
+        ip = re.escape(client)
+        assert len(journal_count(d, r"^connect ip=%s proxy=127\.0\.0\.1$"
+                                 % ip, 1)) == 1
+        assert len(journal_count(d, r"^auth ok user=%s mech=PLAIN ip=%s "
+                                 r"tls=\S+$" % (USER, ip), 1)) == 1
+
+
+def test_fleet_guesses_on_both_hosts_block_the_user_on_both(directory,
+                                                            fleet):
+    """Four wrong passwords for the directory user from 127.0.0.23, two
+    on each host, reach auth-limit-user (4/1h) in the shared Redis; then
+    the right password from there is refused 454 on both hosts (slapd is
+    not asked), and -S unblock on one host's configuration lifts it for
+    the whole fleet."""
+    d = directory
+    client = "127.0.0.23"
+    ip = re.escape(client)
+    hosts = sorted(h for _, h, _ in FLEET)
+    try:
+        served = []
+        for i in range(GUESSES):
+            c, host = fleet.connect(client)
+            check(c.auth_plain(USER, "guess-%d-%s" % (i, PASSWORD)),
+                  535, "5.7.8")
+            c.quit()
+            served.append(host)
+        assert sorted(set(served)) == hosts and \
+            served.count(hosts[0]) == GUESSES // 2, served
+        journal_count(d, r"^limit reached user:%s reason=auth-limit-user "
+                      r"failures=%d$" % (USER, GUESSES), 1)
+        refused = []
+        for _ in FLEET:
+            c, host = fleet.connect(client)
+            check(c.auth_plain(USER, PASSWORD), 454, "4.7.0")
+            c.quit()
+            refused.append(host)
+        assert sorted(refused) == hosts, refused
+        assert len(journal_count(d, r"^blocked user=%s ip=%s "
+                                 r"reason=auth-limit-user$" % (USER, ip),
+                                 2)) == 2
+        assert len(journal_count(d, r"^auth failed user=%s mech=PLAIN ip=%s "
+                                 r"reason=credentials tls=\S+$" % (USER, ip),
+                                 GUESSES)) == GUESSES
+    finally:
+        r = d.container.run(CT + "/smtpauthd", "-f", fleet.conf[hosts[0]],
+                            "-S", "unblock", USER)
+    assert r.returncode == 0 and "user:%s" % USER in r.stdout, r
+    c, host = fleet.connect(client)
+    check(c.auth_plain(USER, PASSWORD), 235, "2.7.0")
+    c.quit()
