@@ -13,6 +13,26 @@ import time
 import smtptest
 
 
+def bind_files(directory, texts, target, binds):
+    """Each of texts ({name: text}) written as a world-readable file of
+    directory, and bound at target/name (appended to binds)."""
+    for name, text in texts.items():
+        p = os.path.join(directory, name)
+        with open(p, "w") as f:
+            f.write(text)
+        os.chmod(p, 0o644)
+        binds.append((p, os.path.join(target, name)))
+
+
+def boot_target(description, units):
+    """The unit the container boots to: the units under test, and the
+    journal, so that their log lines can be read."""
+    return ("[Unit]\nDescription=smtpauthd test: %s\n" % description +
+            "Wants=%s\n" % " ".join(units) +
+            "Wants=systemd-journald.socket systemd-journald-dev-log.socket\n"
+            "AllowIsolate=yes\n")
+
+
 class Container:
     """systemd booted in a container over the host's /usr (see the top)."""
 

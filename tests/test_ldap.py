@@ -82,7 +82,7 @@ import pytest
 import e2e
 import services
 import smtptest
-from container import Container
+from container import Container, bind_files, boot_target
 from e2e import SFX
 from smtptest import IS_ROOT, REPO, Client, check, free_port, received_re
 
@@ -318,12 +318,7 @@ class Directory:
                            + "auth-limit-user 1/1d\n"
                            + "auth-failure-delay 0\n")
         binds = []
-        for name, text in files.items():
-            p = os.path.join(etc, name)
-            with open(p, "w") as f:
-                f.write(text)
-            os.chmod(p, 0o644)
-            binds.append((p, "/etc/" + name))
+        bind_files(etc, files, "/etc", binds)
         for f in ("passwd", "shadow", "group", "gshadow"):
             if os.path.exists("/etc/" + f):
                 binds.append(("/etc/" + f, "/etc/" + f))
@@ -379,18 +374,10 @@ class Directory:
         for name in ("stock", "nss", "postfix"):
             texts[name + "@.service"] = svc.replace(
                 SHIPPED_SBIN, CT + "/smtpauthd -f /etc/%s.conf" % name)
-        texts["smtpauthd-test.target"] = (
-            "[Unit]\nDescription=smtpauthd test: directory accounts\n"
-            "Wants=smtpauthd.socket stock.socket nss.socket "
-            "postfix.socket\n"
-            "Wants=systemd-journald.socket systemd-journald-dev-log.socket\n"
-            "AllowIsolate=yes\n")
-        for name, text in texts.items():
-            p = os.path.join(units, name)
-            with open(p, "w") as f:
-                f.write(text)
-            os.chmod(p, 0o644)
-            binds.append((p, "/etc/systemd/system/" + name))
+        texts["smtpauthd-test.target"] = boot_target(
+            "directory accounts", ("smtpauthd.socket", "stock.socket",
+                                   "nss.socket", "postfix.socket"))
+        bind_files(units, texts, "/etc/systemd/system", binds)
 
         self.container = Container(self.top, binds, [(self.dir, CT)],
                                    "smtpauthd-test.target")

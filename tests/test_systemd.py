@@ -55,7 +55,7 @@ import pytest
 
 import e2e
 import smtptest
-from container import Container
+from container import Container, bind_files, boot_target
 from e2e import SFX
 from smtptest import (IS_ROOT, REPO, Client, ConnectionClosed, check,
                       free_port, tls_client_context)
@@ -167,17 +167,10 @@ class Units:
             r"^ListenStream=.*$", "ListenStream=127.0.0.1:%d"
             % self.ports["control.socket"], control, flags=re.M)
         texts["control@.service"] = texts["smtpauthd@.service"]
-        texts["smtpauthd-test.target"] = (
-            "[Unit]\nDescription=smtpauthd test: the sockets only\n"
-            "Wants=smtpauthd.socket smtpauthd-smtps.socket control.socket\n"
-            "Wants=systemd-journald.socket systemd-journald-dev-log.socket\n"
-            "AllowIsolate=yes\n")
-        for name, text in texts.items():
-            p = os.path.join(units, name)
-            with open(p, "w") as f:
-                f.write(text)
-            os.chmod(p, 0o644)
-            binds.append((p, "/etc/systemd/system/" + name))
+        texts["smtpauthd-test.target"] = boot_target(
+            "the sockets only", ("smtpauthd.socket",
+                                 "smtpauthd-smtps.socket", "control.socket"))
+        bind_files(units, texts, "/etc/systemd/system", binds)
         for f in ("passwd", "shadow", "group", "gshadow", "nsswitch.conf"):
             if os.path.exists("/etc/" + f):
                 binds.append(("/etc/" + f, "/etc/" + f))
