@@ -304,13 +304,15 @@ install: smtpauthd
 	@# Only missing directories are made: install -d would reset the mode
 	@# of an existing one (/etc included).
 	@for d in $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 \
-	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 \
+	    $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
 	    $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(PAMDIR) \
 	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR); do \
 	    [ -d "$$d" ] || { echo "install -d $$d"; install -d "$$d"; } || exit 1; \
 	done
 	install -m 755 $(INSTALL_STRIP) smtpauthd $(DESTDIR)$(SBINDIR)/smtpauthd
-	@set -e; for m in man8/smtpauthd.8 man5/smtpauthd.conf.5; do \
+	@set -e; for m in man8/smtpauthd.8 man5/smtpauthd.conf.5 \
+	    man7/smtpauthd-setup.7; do \
 	    echo "$(MAN_SED) man/$${m#*/} > $(DESTDIR)$(MANDIR)/$$m"; \
 	    $(MAN_SED) man/$${m#*/} > '$(DESTDIR)$(MANDIR)'/$$m; \
 	    chmod 644 '$(DESTDIR)$(MANDIR)'/$$m; \
@@ -409,6 +411,7 @@ uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/smtpauthd \
 	    $(DESTDIR)$(MANDIR)/man8/smtpauthd.8 \
 	    $(DESTDIR)$(MANDIR)/man5/smtpauthd.conf.5 \
+	    $(DESTDIR)$(MANDIR)/man7/smtpauthd-setup.7 \
 	    $(DESTDIR)$(DOCDIR)/smtpauthd.conf.example \
 	    $(DESTDIR)$(SYSUSERSDIR)/smtpauthd.conf \
 	    $(DESTDIR)$(TMPFILESDIR)/smtpauthd.conf \

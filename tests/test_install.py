@@ -133,6 +133,7 @@ class Layout:
             self.binary: "0o755",
             self.man + "/man8/smtpauthd.8": "0o644",
             self.man + "/man5/smtpauthd.conf.5": "0o644",
+            self.man + "/man7/smtpauthd-setup.7": "0o644",
             self.doc + "/smtpauthd.conf.example": "0o644",
             self.sysusers: "0o644",
             self.tmpfiles: "0o644",
@@ -148,6 +149,7 @@ class Layout:
             self.binary: "smtpauthd",
             self.man + "/man8/smtpauthd.8": "man/smtpauthd.8",
             self.man + "/man5/smtpauthd.conf.5": "man/smtpauthd.conf.5",
+            self.man + "/man7/smtpauthd-setup.7": "man/smtpauthd-setup.7",
             self.doc + "/smtpauthd.conf.example": "smtpauthd.conf.example",
             self.conf: "smtpauthd.conf.example",
             self.pam: expected_pam(),
@@ -207,6 +209,7 @@ def xinetd_services(text):
 LIVE = ["/usr/local/sbin/smtpauthd", "/usr/sbin/smtpauthd",
         "/etc/smtpauthd.conf", "/etc/xinetd.d/smtpauthd",
         "/usr/local/share/man/man8/smtpauthd.8",
+        "/usr/local/share/man/man7/smtpauthd-setup.7",
         "/usr/local/lib/systemd/system/smtpauthd.socket",
         "/usr/lib/systemd/system/smtpauthd.socket",
         "/usr/local/lib/sysusers.d/smtpauthd.conf",
@@ -589,7 +592,8 @@ def test_fail2ban_files_only_where_fail2ban_is(tmp_path):
 
 # ------------------------------------------- what a package would ship
 
-MAN_PAGES = ["/man8/smtpauthd.8", "/man5/smtpauthd.conf.5"]
+MAN_PAGES = ["/man8/smtpauthd.8", "/man5/smtpauthd.conf.5",
+             "/man7/smtpauthd-setup.7"]
 
 
 @pytest.mark.parametrize("name", ["prefix-usr", "some-dirs"])
@@ -608,6 +612,35 @@ def test_man_pages_name_the_installed_paths(tmp_path, name):
         assert path in text, path
     # What the program reads is where it reads it, whatever SYSCONFDIR.
     assert "\n.I /etc/smtpauthd.conf\n" in text
+
+
+def test_installed_pages_find_each_other(tmp_path):
+    """The setup page is installed in man7 and says it is section 7 (man
+    finds a page by both), and every smtpauthd page one installed page
+    names, with its section, is installed where that section's pages go:
+    smtpauthd(8) and smtpauthd-setup(7) point at each other."""
+    lay = Layout(**LAYOUTS["prefix-usr"])
+    dest = str(tmp_path / "root")
+    install(dest, *lay.args())
+    man = dest + lay.man
+    named = set()
+    for p in MAN_PAGES:
+        text = read(man + p)
+        section = p.rsplit(".", 1)[1]
+        assert p.startswith("/man%s/" % section), p
+        th = re.search(r"^\.TH (\S+) (\S+) ", text, re.M)
+        assert th and th.group(2) == section, (p, th)
+        title = os.path.basename(p).rsplit(".", 1)[0]
+        assert th.group(1).replace("\\-", "-") == title.upper(), th.group(1)
+        refs = {(n.replace("\\-", "-"), s) for n, s in
+                re.findall(r"^\.BR (smtpauthd[\w.\\-]*) \((\d)\)", text,
+                           re.M)}
+        assert refs, p
+        named |= {(title, n, s) for n, s in refs}
+    for _, n, s in named:
+        assert os.path.isfile("%s/man%s/%s.%s" % (man, s, n, s)), (n, s)
+    assert ("smtpauthd", "smtpauthd-setup", "7") in named
+    assert ("smtpauthd-setup", "smtpauthd", "8") in named
 
 
 def sections(path):

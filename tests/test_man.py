@@ -1,4 +1,5 @@
-"""The manual pages, man/smtpauthd.8 and man/smtpauthd.conf.5: both must be
+"""The manual pages, man/smtpauthd.8, man/smtpauthd.conf.5 and
+man/smtpauthd-setup.7 (the how-tos smtpauthd.8 points to): all must be
 clean under mandoc's and groff's checkers, and must describe what the
 program really has: every configuration key with its default (as
 `smtpauthd -T -f /dev/null` prints it), every command-line option (from the
@@ -31,7 +32,8 @@ import smtptest
 MAN = os.path.join(smtptest.REPO, "man")
 PAGE8 = os.path.join(MAN, "smtpauthd.8")
 PAGE5 = os.path.join(MAN, "smtpauthd.conf.5")
-PAGES = [PAGE8, PAGE5]
+PAGE7 = os.path.join(MAN, "smtpauthd-setup.7")
+PAGES = [PAGE8, PAGE5, PAGE7]
 C_ENV = dict(os.environ, LC_ALL="C.UTF-8", LANG="C.UTF-8")
 
 
@@ -285,3 +287,92 @@ def test_fail2ban_filter_in_page_matches_a_real_line(tmp_path):
     forged = ("pam_x(smtpauthd:auth): said: auth failed user=x mech=PLAIN "
               "ip=198.51.100.1 reason=credentials tls=none")
     assert not re.match(regex, forged)
+
+
+def titles(source):
+    """{.SH title: [its .SS titles]} of a page."""
+    out, current = {}, None
+    for line in source.split("\n"):
+        m = re.match(r"^\.(SH|SS) (.*)$", line)
+        if m:
+            title = m.group(2).strip('"').replace("\\-", "-")
+            if m.group(1) == "SH":
+                current = out.setdefault(title, [])
+            else:
+                current.append(title)
+    return out
+
+
+def section_refs(source, page):
+    """The references to sections of PAGE (\"smtpauthd\\-setup (7)\") in
+    SOURCE, as (section, subsection or None, line): \"PAGE, SECTION\"
+    (the reference, then the name on the next line), or \"[SUB under]
+    SECTION in PAGE\" (the names before it).  A bare mention of the page
+    (SEE ALSO, prose) names no section and is left out."""
+    lines = source.split("\n")
+    xref = re.compile(r"^\.BR %s" % re.escape(page))
+
+    def name(line):
+        """The name a .B line sets (all of it), or a .BR line (its first
+        argument); "" for any other line, which no section is called."""
+        m = re.match(r'^\.B (.*)$', line) or \
+            re.match(r'^\.BR ("[^"]+"|\S+)', line)
+        return m.group(1).strip('"').replace("\\-", "-") if m else ""
+
+    refs = []
+    for i, line in enumerate(lines):
+        if not xref.match(line):
+            continue
+        if i >= 2 and lines[i - 1] == "in":
+            sec = name(lines[i - 2])
+            sub = name(lines[i - 4]) if lines[i - 3] == "under" else None
+            if sub is None and lines[i - 3] != "under":
+                refs.append((None, sec, i + 1))     # a subsection alone
+            else:
+                refs.append((sec, sub, i + 1))
+        elif line.endswith(",") and i + 1 < len(lines) and \
+                not re.match(r"^\.BR \S+ \(\d\)", lines[i + 1]):
+            # (a list of pages, as in SEE ALSO, names no section)
+            first = name(lines[i + 1])
+            if i + 3 < len(lines) and lines[i + 2] == "under":
+                refs.append((name(lines[i + 3]), first, i + 1))
+            else:
+                refs.append((first, None, i + 1))
+    return refs
+
+
+@pytest.mark.parametrize("source,target,page", [
+    (PAGE8, PAGE7, "smtpauthd\\-setup (7)"),
+    (PAGE7, PAGE8, "smtpauthd (8)")], ids=["8-to-7", "7-to-8"])
+def test_pages_point_at_each_other_by_section(source, target, page):
+    """smtpauthd(8) sends its readers to smtpauthd-setup(7) for the
+    how-tos that moved there, and the setup page to smtpauthd(8) for the
+    reference: each names the other in SEE ALSO, and every \"page,
+    SECTION\" reference names a section (and subsection) the other page
+    has, so that no pointer is left at text that moved."""
+    src, have = read(source), titles(read(target))
+    see_also = section(src, "SEE ALSO")
+    assert ".BR %s" % page in see_also, see_also
+    refs = section_refs(src, page)
+    assert len(refs) >= 5, refs
+    for sec, sub, line in refs:
+        where = "%s:%d" % (os.path.basename(source), line)
+        if sec is None:
+            assert any(sub in subs for subs in have.values()), \
+                (where, sub, have)
+            continue
+        assert sec in have, (where, sec, sorted(have))
+        if sub is not None:
+            assert sub in have[sec], (where, sub, sec, have[sec])
+
+
+def test_setup_page_says_postfix_must_leave_the_ports():
+    """Postfix's own submission services (587, 465) clash with
+    smtpauthd's sockets: the Postfix how-to says to comment them out."""
+    postfix = re.search(r"^\.SS Postfix\n(.*?)(?=^\.S[SH] )", read(PAGE7),
+                        re.M | re.S)
+    assert postfix, "no Postfix in smtpauthd-setup(7)"
+    text = plain(postfix.group(1))
+    assert "master.cf" in text
+    assert "postconf -M# submission/inet submissions/inet" in text, text
+    assert "Address already in use" in text
