@@ -169,10 +169,6 @@ parse_v2(const unsigned char *buf, size_t len, size_t *used,
 	}
 	af = buf[13] >> 4;
 	transport = buf[13] & 0x0f;
-	if (af > 3 || transport > 2) {
-		*why = "v2-family";
-		return PROXY_BAD;
-	}
 	hlen = (size_t)buf[14] << 8 | buf[15];
 	if (16 + hlen > PROXY_MAX) {
 		*why = "v2-too-long";
@@ -187,6 +183,11 @@ parse_v2(const unsigned char *buf, size_t len, size_t *used,
 		pi->local = 1;
 		pi->family = AF_UNSPEC;
 		return PROXY_OK;
+	}
+	/* Checked after LOCAL, whose family byte the receiver ignores. */
+	if (af > 3 || transport > 2) {
+		*why = "v2-family";
+		return PROXY_BAD;
 	}
 	switch (af) {
 	case 0:

@@ -87,18 +87,27 @@ state_spec_check(const char *spec, const struct state_backend **backend,
 }
 
 /*
- * spec as the log and the messages show it: a password in redis://
- * replaced by "****".
+ * spec as the log and the messages show it: whatever stands before the
+ * host of a redis URL (":PASSWORD@", or a "USER:PASSWORD@" that the
+ * parser refuses but the refusal still shows) replaced by "****"; with
+ * no '@', a ':' right after "//" starts a password that runs to the end.
  */
 const char *
 state_shown(const char *spec, char *buf, size_t size)
 {
-	const char *at;
+	const char	*slashes, *at;
+	int		 n;
 
-	if (strncmp(spec, "redis://:", 9) != 0 ||
-	    (at = strrchr(spec, '@')) == NULL)
+	if (strncmp(spec, "redis", 5) != 0 ||
+	    (slashes = strstr(spec, "//")) == NULL)
 		return spec;
-	snprintf(buf, size, "redis://:****%s", at);
+	n = (int)(slashes + 2 - spec) + (slashes[2] == ':');
+	if ((at = strrchr(slashes, '@')) != NULL)
+		snprintf(buf, size, "%.*s****%s", n, spec, at);
+	else if (slashes[2] == ':')
+		snprintf(buf, size, "%.*s****", n, spec);
+	else
+		return spec;
 	return buf;
 }
 

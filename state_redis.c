@@ -50,9 +50,19 @@
 #define DEFAULT_PREFIX	"smtpauthd:"
 #define DEFAULT_TIMEOUT	200
 #define QUEUE_MAX	32	/* changes between begin and end */
+/*
+ * The lock lives this many state-timeouts: the round trips a holder may
+ * make before end (a suspension read, a count for each of up to 4 rates
+ * of each of the two limits, end itself), each bounded by state-timeout;
+ * so a holder not yet timed out still holds it.  Past that, end finds it
+ * lost and applies nothing.
+ */
+#define LOCK_ROUND_TRIPS	12
 #define LOCK_MAX	(STATE_KEY_MAX + 8)	/* " lock SCOPE" */
 #define REPLY_MAX	(STATE_KEY_MAX + 128)	/* one string of a reply */
 #define SCAN_KEYS_MAX	STATE_ROWS_MAX
+/* SCAN ... COUNT 1000 calls: a full store takes about its keys / 1000. */
+#define SCAN_ROUNDS_MAX	(4 * SCAN_KEYS_MAX / 1000 + 1000)
 #define PASSWORD_MAX	512
 #define FOREVER_TEXT	"9223372036854775807"
 
@@ -180,6 +190,11 @@ static const char script[] =
 "    return 1\n"
 "  end\n"
 "  return redis.error_reply('smtpauthd: unknown operation')\n"
+"end\n"
+"local n = #KEYS\n"
+"if ARGV[5 * n - 4] == 'unlock' and\n"
+"    redis.call('GET', KEYS[n]) ~= ARGV[5 * n] then\n"
+"  return redis.error_reply('smtpauthd: the lock was lost (held too long)')\n"
 "end\n"
 "local result = nil\n"
 "for i, k in ipairs(KEYS) do\n"
@@ -606,7 +621,9 @@ read_password(const char *path, char *buf, size_t size, char *err,
 	ssize_t		 n;
 	int		 fd;
 
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1) {
+	/* O_NONBLOCK: a FIFO put there must not hold the monitor. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+	    O_NONBLOCK)) == -1) {
 		snprintf(err, errsize, "state-password-file %s: %s", path,
 		    strerror(errno));
 		return STATE_RETRY;
@@ -629,6 +646,12 @@ read_password(const char *path, char *buf, size_t size, char *err,
 		return STATE_CONFIG;
 	}
 	buf[n] = '\0';
+	if ((size_t)n == size - 1 && strpbrk(buf, "\r\n") == NULL) {
+		snprintf(err, errsize, "state-password-file %s: the first "
+		    "line is longer than %zu octets", path, size - 2);
+		explicit_bzero(buf, size);
+		return STATE_CONFIG;
+	}
 	buf[strcspn(buf, "\r\n")] = '\0';
 	if (buf[0] == '\0') {
 		snprintf(err, errsize, "state-password-file %s: the first "
@@ -1030,6 +1053,16 @@ scan_pattern(const char *prefix, char *out, size_t size)
 }
 
 /* Gathered by SCAN (not KEYS: that would stall every host), sorted. */
+/* A key state.c could have made: no blank, no control octet. */
+static int
+printable_key(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s <= ' ' || *s == 0x7f)
+			return 0;
+	return 1;
+}
+
 static int
 gather(struct state *st, char ***list, size_t *nlist)
 {
@@ -1038,6 +1071,7 @@ gather(struct state *st, char ***list, size_t *nlist)
 	const char	*argv[6];
 	size_t		 len[6], i, plen = strlen(r->prefix);
 	char		 cursor[32] = "0", pattern[2 * STATE_PREFIX_MAX + 2];
+	size_t		 rounds = 0;
 
 	scan_pattern(r->prefix, pattern, sizeof(pattern));
 	do {
@@ -1062,11 +1096,16 @@ gather(struct state *st, char ***list, size_t *nlist)
 		for (i = 0; i < keys->elements; i++) {
 			const redisReply *k = keys->element[i];
 
-			/* Ours with a blank: the lock, the secret. */
+			/*
+			 * Ours with a blank: the lock, the secret.  What no
+			 * key of state.c's can be (a control octet, from
+			 * whoever else writes there) never reaches -S's
+			 * output.
+			 */
 			if (!is_string(k) || k->len <= plen ||
 			    k->len - plen > STATE_KEY_MAX ||
 			    strncmp(k->str, r->prefix, plen) != 0 ||
-			    strchr(k->str + plen, ' ') != NULL)
+			    !printable_key(k->str + plen))
 				continue;
 			if (*nlist == SCAN_KEYS_MAX) {
 				freeReplyObject(reply);
@@ -1079,6 +1118,9 @@ gather(struct state *st, char ***list, size_t *nlist)
 			(*list)[(*nlist)++] = xstrdup(k->str + plen);
 		}
 		freeReplyObject(reply);
+		/* A server that never says 0 does not keep -S here. */
+		if (++rounds > SCAN_ROUNDS_MAX)
+			return failed(st, "SCAN", "no end to the keys");
 	} while (strcmp(cursor, "0") != 0);
 	if (*nlist > 1)
 		qsort(*list, *nlist, sizeof(**list), compare_keys);
@@ -1126,6 +1168,7 @@ redis_begin(struct state *st, const char *scope)
 	size_t		 len[6], i;
 	char		 key[STATE_PREFIX_MAX + LOCK_MAX], px[24];
 	int64_t		 deadline;
+	long		 pause_ns = 200000;
 	int		 got;
 
 	if (r->locked)
@@ -1141,7 +1184,8 @@ redis_begin(struct state *st, const char *scope)
 	    (int)sizeof(r->lock))
 		return failed(st, "begin", "scope too long");
 	snprintf(key, sizeof(key), "%s%s", r->prefix, r->lock);
-	snprintf(px, sizeof(px), "%lld", (long long)r->timeout_ms);
+	snprintf(px, sizeof(px), "%lld",
+	    (long long)r->timeout_ms * LOCK_ROUND_TRIPS);
 	argv[0] = "SET";
 	argv[1] = key;
 	argv[2] = r->token;
@@ -1163,12 +1207,18 @@ redis_begin(struct state *st, const char *scope)
 		if (now_ms() >= deadline)
 			return failed(st, "lock", "held by another "
 			    "connection past state-timeout");
-		/* The holder needs a round trip or two: a short wait. */
+		/*
+		 * The holder needs a few round trips: a short wait, longer
+		 * each time (up to 10 ms, jittered), so that waiters do not
+		 * keep Redis busy asking.
+		 */
 		if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
 			ts.tv_nsec = 0;
-		ts.tv_nsec = 200000 + ts.tv_nsec % 800000;
+		ts.tv_nsec = pause_ns + ts.tv_nsec % pause_ns;
 		ts.tv_sec = 0;
 		(void)nanosleep(&ts, NULL);
+		if (pause_ns < 5000000)
+			pause_ns *= 2;
 	}
 	r->locked = 1;
 	r->nqueue = 0;

@@ -262,9 +262,13 @@ class Directory:
         self.ports = {}
         self.uid = free_uid()
         self.rcpt_uid = free_uid(self.uid + 1)
+        self.local = None
 
     def setup(self, stage, pki):
         d = self.dir
+        # A local account too, made before the container binds the host's
+        # /etc/passwd and /etc/shadow (useradd replaces the files).
+        self.local = e2e.Accounts({"local": "ldloc" + SFX}).create()
         ldapd = unpack_ldapd(self.top)
         self.slapd = Slapd(os.path.join(self.top, "slapd"), self.uid,
                            self.rcpt_uid)
@@ -437,6 +441,8 @@ class Directory:
             left = self.container.stop()
         if self.slapd is not None:
             self.slapd.stop()
+        if self.local is not None:
+            self.local.remove()
         if not os.environ.get("KEEP_TEST_DIRS"):
             shutil.rmtree(self.top, ignore_errors=True)
         assert not left, "processes left in the container: %r" % left
@@ -469,9 +475,9 @@ class Directory:
         assert r.returncode == 0, r
         return r.stdout
 
-    def unblock(self, conf):
+    def unblock(self, conf, user=USER):
         self.container.run(CT + "/smtpauthd", "-f", "/etc/" + conf,
-                           "-S", "unblock", USER)
+                           "-S", "unblock", user)
 
 
 @pytest.fixture(scope="module")
@@ -617,6 +623,27 @@ def test_directory_down_is_454_not_a_guess(directory, slapd_down):
     # the assertion above would prove nothing).
     assert fail2ban_matches(directory, lines[-1].replace(
         "reason=unavailable", "reason=credentials")) == ["127.0.0.1"]
+
+
+def test_local_password_is_counted_while_the_directory_is_down(directory,
+                                                               slapd_down):
+    """pam.d/smtpauthd.ldap: a local account's password is pam_unix's
+    alone, so with the directory down a wrong one is still 535 and a
+    counted guess (not 454, uncounted: local passwords free to try while
+    the directory is down), and the right one still logs in."""
+    name = directory.local.name("local")
+    c = directory.connect()
+    check(c.auth_plain(name, "not-" + directory.local.password("local")),
+          535, "5.7.8")
+    c.quit()
+    journal_has(directory, r"^auth failed user=%s mech=PLAIN ip=127\.0\.0\.1 "
+                r"reason=credentials " % name)
+    assert re.search(r"^blocked user=%s " % name,
+                     directory.state("smtpauthd.conf"), re.M)
+    directory.unblock("smtpauthd.conf", name)
+    c = directory.connect()
+    check(c.auth_plain(name, directory.local.password("local")), 235)
+    c.quit()
 
 
 def test_stock_stack_takes_directory_down_for_a_guess(directory, slapd_down):

@@ -230,6 +230,37 @@ def test_redis_script_flushed_and_server_slow(redis):
         "state-timeout (100 ms)" in p.stderr, p
 
 
+def test_redis_lock_lost_applies_nothing(redis):
+    """The lock lives 12 state-timeouts (the round trips a holder may
+    make); a holder frozen past that finds it lost at end (here it is
+    deleted under it, as its expiry would) and applies nothing: its
+    message goes uncounted (failing open), and the one that took the lock
+    meanwhile is counted alone - never both on one count."""
+    prefix = fresh_prefix()
+    lock = prefix + " lock sending:z"
+    a = subprocess.Popen([PROBE, "-p", prefix, redis.url, "run"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        a.stdin.write("begin sending:z\nadd sent:z m1 0 60 1\n")
+        a.stdin.flush()
+        assert [a.stdout.readline(), a.stdout.readline()] == ["ok\n"] * 2
+        assert 2000 < int(redis.cli("PTTL", lock)) <= 2400
+        redis.cli("DEL", lock)
+        assert probe((redis.url, ["-p", prefix]), [
+            "begin sending:z", "add sent:z m2 0 60 1", "end 1"]) == \
+            ["ok"] * 3
+        a.stdin.write("end 1\n")
+        a.stdin.flush()
+        assert a.stdout.readline() == "retry\n"
+    finally:
+        a.stdin.close()
+        a.wait(30)
+    assert "the lock was lost" in a.stderr.read()
+    assert probe((redis.url, ["-p", prefix]), ["count sent:z 0 0"]) == \
+        ["1 0"]
+
+
 def test_redis_password(tmp_path):
     r = Redis(password="pw-Redis-1")
     try:
@@ -342,6 +373,10 @@ def test_redis_down_fails_open_with_one_line(env):
     assert r.returncode == 78 and b'"redis://:****@h:0": redis://HOST:PORT: ' \
         b"PORT is a number, 1 to 65535" in r.stderr and b"pw" not in \
         r.stderr, r
+    # Nor in -T's output, which ends up in bug reports.
+    r = env.run(["-T", "-f", path, "-o", "state=redis://:pw-T@h:1"])
+    assert b"\nstate redis://:****@h:1\n" in r.stdout and \
+        b"pw-T" not in r.stdout, r
 
 
 def test_redis_wrong_password_fails_open(env):

@@ -1977,6 +1977,11 @@ test_proxy(void)
 	ok(rc == PROXY_OK && pi2.local && used == v2len &&
 	    proxy_client_address(&pi2, client, sizeof(client)) == -1,
 	    "proxy: v2 LOCAL");
+	/* LOCAL's family octet is ignored, whatever it holds. */
+	v2[13] = 0xff;
+	rc = proxy_parse(v2, v2len, &used, &pi2, &why);
+	ok(rc == PROXY_OK && pi2.local && used == v2len,
+	    "proxy: v2 LOCAL with an unknown family (rc %d)", rc);
 	/* The longest v2 header taken, one octet more refused. */
 	v2len = proxy_v2(&pi, 0, PROXY_MAX - 16 - 12, v2);
 	rc = proxy_parse(v2, v2len, &used, &pi2, &why);
@@ -2136,6 +2141,12 @@ test_state_spec(void)
 	ok(strcmp(state_shown("redis://:s3:cr@t@10.0.0.5/2", shown,
 	    sizeof(shown)), "redis://:****@10.0.0.5/2") == 0,
 	    "the password is not shown");
+	ok(strcmp(state_shown("redis://default:s3cr3t@10.0.0.5", shown,
+	    sizeof(shown)), "redis://****@10.0.0.5") == 0 &&
+	    strcmp(state_shown("redis://:s3cr3t", shown, sizeof(shown)),
+	    "redis://:****") == 0 && strcmp(state_shown("sqlite:/a:b@c",
+	    shown, sizeof(shown)), "sqlite:/a:b@c") == 0,
+	    "nor a user's, nor one with no host; sqlite's path as it is");
 	ok(strcmp(state_shown("redis://10.0.0.5", shown, sizeof(shown)),
 	    "redis://10.0.0.5") == 0, "nothing to hide");
 }
