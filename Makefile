@@ -120,6 +120,9 @@ bench: all
 print-objs:
 	@echo $(OBJS:%=$(CURDIR)/%)
 
+print-libs:
+	@echo $(LIBS)
+
 # ---- fuzzing: libFuzzer targets in tests/fuzz/, each calling the real code ----
 # The program's sources are built again with clang, ASan and UBSan and the
 # fuzzer's coverage hooks (build/fuzz/); main() is renamed as for the unit
@@ -434,6 +437,6 @@ uninstall:
 clean:
 	rm -rf build smtpauthd smtpauthd-asan $(TEST_PROGS)
 
-.PHONY: all check bench print-objs run install install-strip uninstall clean \
+.PHONY: all check bench print-objs print-libs run install install-strip uninstall clean \
 	fuzz fuzz-build \
 	check-valgrind lint lint-cppcheck lint-clang-tidy lint-scan-build lint-objs
