@@ -23,8 +23,10 @@ Then, each alone, against the same floor session: the password check
 (crypt_rn of the same hash, COUNT times in one process, less the same
 process doing none) and the discarding sendmail (spawned COUNT times
 with the message on its input).
-Prints every figure as smtpauthd / floor.  Postfix submission + saslauthd
-and Postfix's sendmail are not run yet (see the README).
+Prints every figure as smtpauthd / floor, and the load average.  Not
+run yet: Postfix submission + saslauthd, Postfix's sendmail -i (it would
+leave files in a live Postfix's maildrop) and pamtester (it needs an
+account with a PAM password).
 """
 import os
 import resource
