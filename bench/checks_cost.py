@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import pct, read_reply, serve
+from benchlib import children_cpu, pct, read_reply, serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
@@ -46,7 +46,6 @@ NOACCT = os.path.join(HERE, "build", "smtpauthd-no-account-check")
 N = int(os.environ.get("N", "300"))
 BLOCK = int(os.environ.get("BLOCK", "25"))
 RCPTS = 10
-TICK = os.sysconf("SC_CLK_TCK")
 POINTS = ("none", "off", "store", "on", "on-noacct")
 
 
@@ -87,22 +86,6 @@ def write_conf(tmp, name, checks, state):
                  f"state {state}\nauth-limit-exempt 127.0.0.0/8\n{rules}")
     return conf
 
-
-def children_cpu(proc):
-    """Seconds of CPU of the reaped children of proc, once none is left."""
-    for _ in range(500):
-        try:
-            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fp:
-                if fp.read().strip() == "":
-                    break
-        except FileNotFoundError:
-            break
-        time.sleep(0.002)
-    with open(f"/proc/{proc.pid}/stat") as fp:
-        fields = fp.read().rsplit(")", 1)[1].split()
-    # After ")": state is fields[0], so cutime and cstime (the 16th and
-    # 17th fields of proc(5)) are fields[13] and fields[14].
-    return (int(fields[13]) + int(fields[14])) / TICK
 
 
 def main():

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import free_port, pct, read_reply, serve
+from benchlib import TICK, children_cpu, free_port, pct, read_reply, serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
@@ -51,7 +51,6 @@ N = int(os.environ.get("N", "120"))
 BLOCK = int(os.environ.get("BLOCK", "20"))
 REQUESTS = int(os.environ.get("REQUESTS", "20000"))
 CLIENTS = int(os.environ.get("CLIENTS", "50"))
-TICK = os.sysconf("SC_CLK_TCK")
 STORES = ("none", "sqlite", "redis")
 KINDS = ("failed", "message")
 USER, PASSWORD = "nobody", "bench-password"
@@ -101,22 +100,6 @@ def write_conf(tmp, name, state):
                  f"user-message-limit 100000/1h\n")
     return conf
 
-
-def children_cpu(proc):
-    """Seconds of CPU of the reaped children of proc, once none is left."""
-    for _ in range(500):
-        try:
-            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fp:
-                if fp.read().strip() == "":
-                    break
-        except FileNotFoundError:
-            break
-        time.sleep(0.002)
-    with open(f"/proc/{proc.pid}/stat") as fp:
-        fields = fp.read().rsplit(")", 1)[1].split()
-    # After ")": state is fields[0], so cutime and cstime (the 16th and
-    # 17th fields of proc(5)) are fields[13] and fields[14].
-    return (int(fields[13]) + int(fields[14])) / TICK
 
 
 def own_cpu(pid):
