@@ -256,9 +256,12 @@ def main():
                 roles[pid] = role(path)
             per_pid[pid].update(self_costs(path))
             parts[pid] += 1
-        if monitor not in per_pid or len(per_pid) < 2:
-            raise SystemExit(f"callgrind.py: counts of {len(per_pid)} "
-                             f"processes: see {tmp}/stderr")
+        missing = {"monitor", "session", "password check"} - \
+            set(roles.values())
+        if missing:
+            raise SystemExit(f"callgrind.py: no counts of the "
+                             f"{', '.join(sorted(missing))}: see "
+                             f"{tmp}/stderr (and KEEP=1)")
         report(per_pid, parts, roles)
     finally:
         if os.environ.get("KEEP"):
