@@ -87,6 +87,25 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def fleet_haproxy_conf(port, servers, check=None):
+    """haproxy in TCP mode on 127.0.0.1:port, round robin over servers
+    ((name, address, port) each) from 127.0.0.1 with send-proxy-v2 (a
+    listed peer's address), and with check ("inter 200ms fall 3 rise 1")
+    a TCP health check."""
+    lines = ["global", "    maxconn 100", "defaults", "    mode tcp",
+             "    timeout connect 5s", "    timeout client 30s",
+             "    timeout server 30s"]
+    if check:
+        lines.append("    timeout check 5s")
+    lines += ["frontend submission", "    bind 127.0.0.1:%d" % port,
+              "    default_backend fleet", "backend fleet",
+              "    balance roundrobin", "    source 127.0.0.1",
+              "    default-server send-proxy-v2" +
+              (" check " + check if check else "")]
+    lines += ["    server %s %s:%d" % s for s in servers]
+    return "\n".join(lines) + "\n"
+
+
 class Haproxy:
     """haproxy -db with the configuration text conf, its log (stderr) in
     directory/haproxy.log; ready when every port of ports listens on

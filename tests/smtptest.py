@@ -478,6 +478,15 @@ def kv(event):
 # --------------------------------------------------------------------------
 # what reached sendmail
 
+def calls_in(smdir):
+    """The capture sendmail's runs recorded in smdir, in order."""
+    out = []
+    for n in os.listdir(smdir):
+        if re.match(r"^call-\d+$", n):
+            out.append(Call(os.path.join(smdir, n)))
+    return sorted(out, key=lambda c: c.n)
+
+
 class Call:
     def __init__(self, path):
         self.path = path
@@ -814,11 +823,7 @@ class Env:
                               timeout=timeout, as_root=as_root)
 
     def calls(self):
-        out = []
-        for n in os.listdir(self.smdir):
-            if re.match(r"^call-\d+$", n):
-                out.append(Call(os.path.join(self.smdir, n)))
-        return sorted(out, key=lambda c: c.n)
+        return calls_in(self.smdir)
 
     def one_call(self):
         calls = self.calls()

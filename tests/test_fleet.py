@@ -47,26 +47,6 @@ GUESSES = 4     # auth-limit-ip
 RCPTS = 3       # user-recipient-limit
 USER = "alice"
 
-HAPROXY_CONF = """\
-global
-    maxconn 100
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout check 5s
-frontend submission
-    bind 127.0.0.1:%(port)d
-    default_backend fleet
-backend fleet
-    balance roundrobin
-    source 127.0.0.1
-    default-server send-proxy-v2 check inter 200ms fall 3 rise 1
-    server one 127.0.0.2:%(p1)d
-    server two 127.0.0.3:%(p2)d
-"""
-
 
 class Fleet:
     pass
@@ -109,8 +89,10 @@ def fleet(stage):
             fl.hosts[name] = srv
         fl.port = free_port()
         one, two = fl.hosts.values()
-        fl.haproxy = services.Haproxy(env.dir, HAPROXY_CONF % {
-            "port": fl.port, "p1": one.port, "p2": two.port}, (fl.port,))
+        fl.haproxy = services.Haproxy(env.dir, services.fleet_haproxy_conf(
+            fl.port, (("one", "127.0.0.2", one.port),
+                      ("two", "127.0.0.3", two.port)),
+            check="inter 200ms fall 3 rise 1"), (fl.port,))
         yield fl
     finally:
         if fl.haproxy:

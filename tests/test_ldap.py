@@ -459,11 +459,7 @@ class Directory:
         return c
 
     def calls(self):
-        out = []
-        for n in os.listdir(self.smdir):
-            if re.match(r"^call-\d+$", n):
-                out.append(smtptest.Call(os.path.join(self.smdir, n)))
-        return sorted(out, key=lambda c: c.n)
+        return smtptest.calls_in(self.smdir)
 
     def journal(self):
         return self.container.journal()
@@ -759,24 +755,6 @@ LB = "127.0.0.1"
 FLEET = (("one", "one.fleet.example", "127.0.0.2"),
          ("two", "two.fleet.example", "127.0.0.3"))
 GUESSES = 4     # auth-limit-user: two wrong passwords on each host
-FLEET_HAPROXY = """\
-global
-    maxconn 100
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend submission
-    bind 127.0.0.1:%(port)d
-    default_backend fleet
-backend fleet
-    balance roundrobin
-    source 127.0.0.1
-    default-server send-proxy-v2
-    server one 127.0.0.2:%(p)d
-    server two 127.0.0.3:%(p)d
-"""
 
 
 class Fleet:
@@ -835,8 +813,9 @@ class Fleet:
                                    for _, _, addr in FLEET),
                        timeout=30, what="the fleet's sockets")
         self.lb_port = free_port()
-        self.haproxy = services.Haproxy(self.dir, FLEET_HAPROXY % {
-            "port": self.lb_port, "p": port}, (self.lb_port,))
+        self.haproxy = services.Haproxy(self.dir, services.fleet_haproxy_conf(
+            self.lb_port, [(name, addr, port) for name, _, addr in FLEET]),
+            (self.lb_port,))
 
     def cleanup(self):
         if self.haproxy is not None:

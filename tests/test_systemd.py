@@ -208,11 +208,7 @@ class Units:
         return c
 
     def calls(self):
-        out = []
-        for n in os.listdir(self.smdir):
-            if re.match(r"^call-\d+$", n):
-                out.append(smtptest.Call(os.path.join(self.smdir, n)))
-        return sorted(out, key=lambda c: c.n)
+        return smtptest.calls_in(self.smdir)
 
     def instances(self, prefix="smtpauthd"):
         r = self.container.systemctl("list-units", "--all", "--plain",
