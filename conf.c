@@ -800,22 +800,18 @@ conf_print(const struct config *cf, FILE *out)
 {
 	const char	*base = (const char *)cf;
 	const char	*s;
-	char		 text[128], shown[STATE_SHOWN_MAX];
+	char		 text[128];
 	size_t		 i;
 
 	for (i = 0; i < NKEYS; i++) {
 		const struct conf_key *k = &conf_keys[i];
 
 		switch (k->kind) {
-		case K_STATE:
-			/* -T's output ends up in bug reports: no password. */
-			fprintf(out, "%s %s\n", k->name, state_shown(cf->state,
-			    shown, sizeof(shown)));
-			break;
 		case K_STRING:
 		case K_PATH:
 		case K_NAME:
 		case K_HOST:
+		case K_STATE:
 		case K_PREFIXES:
 		case K_DOMAINS:
 		case K_DELIMS:

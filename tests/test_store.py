@@ -373,10 +373,6 @@ def test_redis_down_fails_open_with_one_line(env):
     assert r.returncode == 78 and b'"redis://:****@h:0": redis://HOST:PORT: ' \
         b"PORT is a number, 1 to 65535" in r.stderr and b"pw" not in \
         r.stderr, r
-    # Nor in -T's output, which ends up in bug reports.
-    r = env.run(["-T", "-f", path, "-o", "state=redis://:pw-T@h:1"])
-    assert b"\nstate redis://:****@h:1\n" in r.stdout and \
-        b"pw-T" not in r.stdout, r
 
 
 def test_redis_wrong_password_fails_open(env):
